@@ -1,0 +1,7 @@
+"""vestige: experiments on how class-selective neurons emerge, matter and recede in training."""
+
+__version__ = "0.1.0"
+
+from vestige.results import Run, Snapshot, load_run  # noqa: E402
+
+__all__ = ["Run", "Snapshot", "load_run", "__version__"]

@@ -1,0 +1,290 @@
+"""Typed config schema (registered in Hydra's ConfigStore) and the checks that run before any work.
+
+Every field a user can set lives in one of these dataclasses, so a misspelled key or a value of
+the wrong type is caught by Hydra/OmegaConf while composing; the semantic checks (ranges, paths,
+known names) live in `validate` and raise `ConfigError` with one line: the key, the bad value and
+the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from vestige.errors import ConfigError
+from vestige.step import Step, parse_snapshot_spec
+
+TASKS = ("train",)
+
+
+@dataclass
+class ResNetConfig:
+    """torchvision ResNet; `stem=small` is the 3x3/1 stem without max-pool for 28-64 px inputs."""
+
+    name: str = "resnet18"
+    stem: str = "small"
+    width: float = 1.0  # multiplies every stage's channel count; 1.0 = torchvision's network
+    zero_init_residual: bool = False
+
+
+@dataclass
+class ConViTConfig:
+    """ConViT / DeiT (reference/convit.md §3); DeiT is `local_up_to_layer=0` with qkv bias."""
+
+    name: str = "convit_ti"
+    patch_size: int = 16
+    embed_dim: int = 192
+    num_heads: int = 4
+    depth: int = 12
+    mlp_ratio: float = 4.0
+    local_up_to_layer: int = 10  # the first N blocks are GPSA, the rest plain self-attention
+    locality_strength: float = 1.0
+    qkv_bias: bool = False
+    drop_path: float = 0.1
+
+
+@dataclass
+class SyntheticConfig:
+    """The built-in dataset: class prototypes plus noise, generated from the seed, no files."""
+
+    train_size: int = 2000
+    eval_size: int = 500
+    noise: float = 0.6
+    prototype_seed: int = 1234
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    root: str | None = None
+    num_classes: int = 10
+    channels: int = 3
+    image_size: int = 32
+    augment: bool = False  # train-split augmentation (random crop/flip, or RandomResizedCrop)
+    train_limit: int | None = None  # first N training images (a laptop-scale subset)
+    eval_limit: int | None = None
+    eval_split: str = "test"  # which split evaluation and selectivity use
+    download: bool = False
+    num_workers: int = 0
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    # the usual exclusions: biases, norm weights and other 1-D params, plus model.no_weight_decay()
+    decay_exclusions: bool = True
+
+
+@dataclass
+class SchedConfig:
+    name: str = "constant"  # constant | step | multistep | cosine
+    step_size: str = "30ep"
+    milestones: list[str] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup: str = "0it"
+    warmup_start_factor: float = 0.001
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 3
+    batch_size: int = 64  # global batch: each rank gets batch_size / world_size
+    eval_batch_size: int = 256
+    label_smoothing: float = 0.0
+    grad_accum: int = 1
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
+    channels_last: str = "auto"  # auto (on CUDA) | "true" | "false"
+    deterministic: bool = False
+    progress: str = "auto"  # auto (rich on a TTY, plain lines otherwise) | rich | plain | none
+    log_every: int = 20  # plain progress line every N steps
+    max_steps: int | None = None  # stop early (benchmarks, smoke tests); identity-relevant
+
+
+@dataclass
+class CheckpointConfig:
+    # snapshot specs: "0it", "every 1ep", "every 50it until 2ep", "log 8 from 1it to 3ep"
+    snapshots: list[str] = field(default_factory=lambda: ["0it", "every 1ep"])
+    resume_every: str | None = None  # extra resume checkpoints, e.g. "200it"
+    keep_resume: int = 2
+
+
+@dataclass
+class SelectivityConfig:
+    """How class selectivity is measured (reference/class-selectivity.md §2)."""
+
+    enabled: bool = True
+    units: str = "block_output"  # block_output | all_relu
+    eps: float = 1e-6
+
+
+@dataclass
+class RunConfig:
+    task: str = "train"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    outputs: str = "outputs"
+    run: str | None = None  # task=analyze/report: the run directory to work on
+    model: Any = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    selectivity: SelectivityConfig = field(default_factory=SelectivityConfig)
+
+
+def register_configs() -> None:
+    """Make the schema known to Hydra: `config.yaml` and each group file extend these nodes."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="model", name="resnet_schema", node=ResNetConfig)
+    cs.store(group="model", name="convit_schema", node=ConViTConfig)
+
+
+# Keys that change how a run is carried out or shown, never what it computes: left out of the
+# run's identity so that, e.g., a different progress style resumes the same run directory.
+NON_IDENTITY_KEYS = frozenset(
+    {
+        "task",
+        "outputs",
+        "run",
+        "device",
+        "data.root",
+        "data.num_workers",
+        "trainer.progress",
+        "trainer.log_every",
+        "trainer.eval_batch_size",
+    }
+)
+
+
+def validate(cfg: Any, world_size: int = 1) -> None:
+    """Check the composed config; raise ConfigError with one line for the first bad value."""
+    from vestige.data import DATASETS
+    from vestige.models import MODELS
+
+    def fail(key: str, value: Any, fix: str) -> None:
+        raise ConfigError(f"{key}={value!r} is invalid: {fix}")
+
+    unknown = _unknown_key(cfg)
+    if unknown:
+        raise ConfigError(f"unknown config key '{unknown}': {describe_keys(unknown)}")
+    if cfg.task not in TASKS:
+        fail("task", cfg.task, f"choose one of {', '.join(TASKS)}")
+    if cfg.model.name not in MODELS:
+        fail("model", cfg.model.name, f"choose one of {', '.join(sorted(MODELS))}")
+    if cfg.data.name not in DATASETS:
+        fail("data", cfg.data.name, f"choose one of {', '.join(sorted(DATASETS))}")
+    if cfg.data.root is not None and not Path(cfg.data.root).expanduser().is_dir():
+        fail("data.root", cfg.data.root, "point it at an existing directory with the dataset")
+    if DATASETS[cfg.data.name].needs_root and cfg.data.root is None:
+        fail("data.root", None, f"data={cfg.data.name} reads files: set data.root=/path/to/it")
+    if hasattr(cfg.model, "stem") and cfg.model.stem not in ("small", "imagenet"):
+        fail("model.stem", cfg.model.stem, "use small (28-64 px) or imagenet (224 px)")
+    if hasattr(cfg.model, "width") and cfg.model.width <= 0:
+        fail("model.width", cfg.model.width, "use a positive width multiplier such as 0.25")
+    for key in ("num_classes", "channels", "image_size"):
+        if getattr(cfg.data, key) <= 0:
+            fail(f"data.{key}", getattr(cfg.data, key), "use a positive integer")
+    for key in ("train_limit", "eval_limit"):
+        value = getattr(cfg.data, key)
+        if value is not None and value <= 0:
+            fail(f"data.{key}", value, "use a positive number of images, or null for all")
+    if cfg.optim.name not in ("sgd", "adamw"):
+        fail("optim", cfg.optim.name, "choose sgd or adamw")
+    if cfg.optim.lr <= 0:
+        fail("optim.lr", cfg.optim.lr, "use a positive learning rate such as 0.1")
+    if cfg.optim.weight_decay < 0:
+        fail("optim.weight_decay", cfg.optim.weight_decay, "use 0 or a positive value")
+    if cfg.sched.name not in ("constant", "step", "multistep", "cosine"):
+        fail("sched", cfg.sched.name, "choose constant, step, multistep or cosine")
+    _check_step("sched.step_size", cfg.sched.step_size)
+    _check_step("sched.warmup", cfg.sched.warmup)
+    for i, milestone in enumerate(cfg.sched.milestones):
+        _check_step(f"sched.milestones[{i}]", milestone)
+    t = cfg.trainer
+    if t.epochs <= 0:
+        fail("trainer.epochs", t.epochs, "train for at least 1 epoch")
+    if t.batch_size <= 0:
+        fail("trainer.batch_size", t.batch_size, "use a positive global batch size")
+    if t.batch_size % (world_size * t.grad_accum) != 0:
+        fail(
+            "trainer.batch_size",
+            t.batch_size,
+            f"must be divisible by world size x grad_accum = {world_size * t.grad_accum}",
+        )
+    if t.eval_batch_size <= 0:
+        fail("trainer.eval_batch_size", t.eval_batch_size, "use a positive batch size")
+    if t.grad_accum <= 0:
+        fail("trainer.grad_accum", t.grad_accum, "use 1 or more micro-batches per step")
+    if not 0 <= t.label_smoothing < 1:
+        fail("trainer.label_smoothing", t.label_smoothing, "use a value in [0, 1)")
+    if t.precision not in ("auto", "bf16", "fp32"):
+        fail("trainer.precision", t.precision, "choose auto, bf16 or fp32")
+    if str(t.channels_last) not in ("auto", "true", "false", "True", "False"):
+        fail("trainer.channels_last", t.channels_last, "choose auto, true or false")
+    if t.progress not in ("auto", "rich", "plain", "none"):
+        fail("trainer.progress", t.progress, "choose auto, rich, plain or none")
+    if t.max_steps is not None and t.max_steps <= 0:
+        fail("trainer.max_steps", t.max_steps, "use a positive number of steps, or null")
+    for i, spec in enumerate(cfg.checkpoint.snapshots):
+        try:
+            parse_snapshot_spec(spec)
+        except ValueError as err:
+            fail(f"checkpoint.snapshots[{i}]", spec, str(err))
+    if cfg.checkpoint.resume_every is not None:
+        _check_step("checkpoint.resume_every", cfg.checkpoint.resume_every)
+    if cfg.checkpoint.keep_resume < 1:
+        fail("checkpoint.keep_resume", cfg.checkpoint.keep_resume, "keep at least 1")
+    if cfg.selectivity.units not in ("block_output", "all_relu"):
+        fail("selectivity.units", cfg.selectivity.units, "choose block_output or all_relu")
+    if not cfg.device == "auto" and not str(cfg.device).startswith(("cpu", "cuda")):
+        fail("device", cfg.device, "choose auto, cpu, cuda or cuda:N")
+
+
+def _unknown_key(node: Any, prefix: str = "") -> str | None:
+    """The first key (dotted) that a `+key=value` override added outside the schema."""
+    schema = OmegaConf.get_type(node)
+    if is_dataclass(schema):
+        known = {f.name for f in fields(schema)}
+        for key in node:
+            if key not in known:
+                return f"{prefix}{key}"
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            found = _unknown_key(child, f"{prefix}{key}.")
+            if found:
+                return found
+    return None
+
+
+def describe_keys(full_key: str) -> str:
+    """The fix for a misspelled key: the keys that do exist where it was written."""
+    parent, _, _ = full_key.rpartition(".")
+    node: Any = OmegaConf.structured(RunConfig)
+    node.model = OmegaConf.structured(ResNetConfig)
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    if not isinstance(node, DictConfig):
+        return "check its spelling"
+    return f"check its spelling; keys under {parent or 'the top level'}: {', '.join(node)}"
+
+
+def _check_step(key: str, text: str) -> None:
+    try:
+        Step.parse(text)
+    except ValueError as err:
+        raise ConfigError(f"{key}={text!r} is invalid: {err}") from None

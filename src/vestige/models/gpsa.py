@@ -1,0 +1,180 @@
+"""The two attention layers of ConViT/DeiT: gated positional self-attention and plain attention.
+
+Both map (B, N, D) tokens to (B, N, D). Inside `recording_attention` they also hand their
+attention matrices to an `AttentionMaps` record, for the gating and nonlocality analyses
+(reference/convit.md §6); outside it plain attention uses the fused kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def trunc_normal_(tensor: Tensor, std: float = 0.02) -> Tensor:
+    """Fill with a normal of the given std cut at +-2 std: the ViT/DeiT generic init (§2)."""
+    return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+
+
+def trunc_normal_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
+    """A Linear with the generic init (weights trunc normal std 0.02, bias 0) applied at birth.
+
+    Every Linear is made here, so "generic init first, then local init" (reference/convit.md §2)
+    holds by construction: GPSA overwrites its own weights right after creating them.
+    """
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    trunc_normal_(layer.weight)
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+def relative_offsets(side: int, device: torch.device | str | None = None) -> Tensor:
+    """Encodings r_ij = (||d||^2, d_x, d_y) with d = position(key j) - position(query i), (L, L, 3).
+
+    Tokens are numbered row by row (token = y * side + x), the order of a flattened conv output;
+    x is the column, y the row, in patch units (reference/convit.md §1). sqrt of channel 0 is the
+    distance that nonlocality weighs attention by (§6).
+    """
+    y, x = torch.meshgrid(
+        torch.arange(side, device=device), torch.arange(side, device=device), indexing="ij"
+    )
+    position = torch.stack([x.flatten(), y.flatten()], dim=-1).float()
+    d = position[None, :, :] - position[:, None, :]
+    return torch.cat([d.pow(2).sum(dim=-1, keepdim=True), d], dim=-1)
+
+
+def _grid_side(num_tokens: int) -> int:
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"GPSA needs a square grid of patches, got {num_tokens} tokens")
+    return side
+
+
+@dataclass
+class AttentionMaps:
+    """One layer's attention from the last forward inside `recording_attention` (§6).
+
+    `attention` is (B, heads, N, N), rows summing to 1; in blocks that carry the class token it is
+    token 0. `positional` is GPSA's positional attention (1, heads, L, L), shared by the batch.
+    """
+
+    attention: Tensor | None = None
+    positional: Tensor | None = None
+
+
+class GPSA(nn.Module):
+    """Gated positional self-attention (reference/convit.md §1), locally initialised (§2).
+
+    Each head mixes content attention and a learned function of the relative offsets, after both
+    softmaxes, with gate sigmoid(lambda_h) (lambda_h starts at 1): gating after the softmaxes keeps
+    the large conv-init positional scores from drowning the content ones.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, grid_side: int, locality_strength: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qk = trunc_normal_linear(dim, 2 * dim, bias=False)
+        self.v = trunc_normal_linear(dim, dim, bias=False)
+        self.proj = trunc_normal_linear(dim, dim)
+        self.pos_proj = trunc_normal_linear(3, num_heads)
+        self.gate = nn.Parameter(torch.ones(num_heads))
+        self.register_buffer("rel_indices", relative_offsets(grid_side), persistent=False)
+        self.sink: AttentionMaps | None = None
+        self.local_init(locality_strength)
+
+    @torch.no_grad()
+    def local_init(self, locality_strength: float) -> None:
+        """Start each head as one tap of a k x k convolution (reference/convit.md §2).
+
+        Head h = h1 * k + h2 (k = isqrt(heads), centre c = (k - 1) / 2) gets weights
+        alpha * (-1, 2(h1 - c), 2(h2 - c)) on (||d||^2, d_x, d_y): its score is
+        -alpha ||d - delta||^2 + const, a Gaussian of width ~1/sqrt(alpha) around the key offset
+        delta = (h1 - c, h2 - c) in (x, y). The values pass through unchanged (identity), and heads
+        beyond k * k keep their random positional weights.
+        """
+        nn.init.eye_(self.v.weight)
+        k = math.isqrt(self.num_heads)
+        head = torch.arange(k * k, device=self.pos_proj.weight.device)
+        delta = torch.stack([head // k, head % k], dim=1) - (k - 1) / 2
+        weight = torch.cat([-torch.ones_like(delta[:, :1]), 2 * delta], dim=1)
+        self.pos_proj.weight[: k * k] = locality_strength * weight
+        nn.init.zeros_(self.pos_proj.bias)
+
+    def positional_attention(self, num_tokens: int) -> Tensor:
+        """softmax_j(v_pos^h . r_ij) as (1, heads, L, L), once per forward for the whole batch.
+
+        The offsets are rebuilt here when the number of tokens changes (another image size).
+        """
+        if self.rel_indices.shape[0] != num_tokens:
+            self.rel_indices = relative_offsets(_grid_side(num_tokens), self.rel_indices.device)
+        scores = self.pos_proj(self.rel_indices).permute(2, 0, 1)
+        return scores.unsqueeze(0).softmax(dim=-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, dim = x.shape
+        q, k = self.qk(x).reshape(batch, tokens, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        content = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+        positional = self.positional_attention(tokens)
+        gate = self.gate.sigmoid().view(1, -1, 1, 1)
+        attention = (1 - gate) * content + gate * positional
+        attention = attention / attention.sum(dim=-1, keepdim=True)
+        if self.sink is not None:
+            self.sink.attention = attention.detach()
+            self.sink.positional = positional.detach()
+        v = self.v(x).reshape(batch, tokens, self.num_heads, -1).transpose(1, 2)
+        return self.proj((attention @ v).transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class MultiHeadAttention(nn.Module):
+    """Plain multi-head self-attention: ConViT's last blocks and every DeiT block (§3)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = trunc_normal_linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = trunc_normal_linear(dim, dim)
+        self.sink: AttentionMaps | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        if self.sink is None:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attention = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+            self.sink.attention = attention.detach()
+            out = attention @ v
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+@contextmanager
+def recording_attention(model: nn.Module) -> Iterator[dict[str, AttentionMaps]]:
+    """Record every attention layer's maps on each forward inside the block (§6 analyses).
+
+    Yields one `AttentionMaps` per layer, keyed by module name (`blocks.3.attn`), in forward order;
+    each holds the last forward's detached maps and stays readable after the block. The layers
+    stop recording on exit, even on error.
+    """
+    layers = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, GPSA | MultiHeadAttention)
+    }
+    maps = {name: AttentionMaps() for name in layers}
+    for name, layer in layers.items():
+        layer.sink = maps[name]
+    try:
+        yield maps
+    finally:
+        for layer in layers.values():
+            layer.sink = None

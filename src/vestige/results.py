@@ -1,0 +1,98 @@
+"""`load_run(path)`: a finished or running run, for notebooks, analyses and reports.
+
+run = vestige.load_run("outputs/runs/resnet18-synthetic-e2e43e2ae9")
+run.metrics[-1]["eval_acc"]
+model = run.load_model(run.snapshots[0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from vestige.config import RunConfig, register_configs
+from vestige.errors import ConfigError
+from vestige.models import build_model
+from vestige.rundir import MODEL_SCHEMAS, RunDir
+from vestige.train.checkpoint import load_weights, read_manifest
+from vestige.train.metrics import read_metrics
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    step: int
+    epoch: float
+    path: Path
+
+
+class Run:
+    """The files of one run directory, read on demand."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.dir = RunDir(Path(path).expanduser().resolve())
+        if not self.dir.config.exists():
+            raise ConfigError(
+                f"{path} is not a vestige run directory (no config.yaml): "
+                "pass a path under outputs/runs/"
+            )
+        self.config: DictConfig = _typed_config(OmegaConf.load(self.dir.config))
+
+    @property
+    def path(self) -> Path:
+        return self.dir.path
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """run.json: status, identity, versions, seed, host, world size."""
+        return self.dir.read_info()
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.dir.metrics)
+
+    @property
+    def snapshots(self) -> list[Snapshot]:
+        return [
+            Snapshot(s["step"], s["epoch"], self.path / s["path"]) for s in read_manifest(self.dir)
+        ]
+
+    def snapshot_at(self, step: int) -> Snapshot:
+        for snapshot in self.snapshots:
+            if snapshot.step == step:
+                return snapshot
+        steps = ", ".join(str(s.step) for s in self.snapshots)
+        raise ConfigError(f"run {self.path.name} has no snapshot at step {step}: it has {steps}")
+
+    def build_model(self) -> nn.Module:
+        """The run's network, freshly initialised, shaped for the dataset it was trained on."""
+        data = self.info.get("dataset") or self.config.data
+        return build_model(
+            self.config.model, data["num_classes"], data["channels"], data["image_size"]
+        )
+
+    def load_model(self, snapshot: Snapshot | int) -> nn.Module:
+        """The network with a snapshot's weights, in eval mode, on the CPU."""
+        if isinstance(snapshot, int):
+            snapshot = self.snapshot_at(snapshot)
+        model = self.build_model()
+        model.load_state_dict(load_weights(snapshot.path))
+        return model.eval()
+
+
+def _typed_config(raw: DictConfig) -> DictConfig:
+    """Merge a saved config onto the schema so it has the same types as at training time."""
+    register_configs()
+    model_keys = set(raw.get("model", {}))
+    schema = OmegaConf.structured(RunConfig)
+    for model_schema in MODEL_SCHEMAS:
+        if {f for f in OmegaConf.structured(model_schema)} == model_keys:
+            schema.model = OmegaConf.structured(model_schema)
+    return OmegaConf.merge(schema, raw)
+
+
+def load_run(path: Path | str) -> Run:
+    return Run(path)

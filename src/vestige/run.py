@@ -1,0 +1,149 @@
+"""`vestige-run`: compose conf/, check it, and dispatch by `task`.
+
+vestige-run                                   # train the default (synthetic data, CPU)
+vestige-run data=fashion_mnist model=resnet18 trainer.epochs=3
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torchvision
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+import vestige
+from vestige.config import register_configs, validate
+from vestige.errors import ConfigError
+from vestige.plugins import build_observers, build_regularizers
+from vestige.preflight import CONF_DIR, preflight
+from vestige.rundir import RunDir, atomic_write_text, identity, register_resolvers, run_hash
+from vestige.train import distributed
+from vestige.train.loop import Training, TrainingDiverged
+from vestige.train.metrics import read_metrics
+from vestige.train.progress import Reporter, print_summary
+
+log = logging.getLogger("vestige")
+
+register_configs()
+register_resolvers()
+
+
+def versions() -> dict[str, Any]:
+    """Versions that produced a run: python, torch, torchvision, vestige and the git commit."""
+    source = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=source, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    sha = git("rev-parse", "HEAD")
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "vestige": vestige.__version__,
+        "git_sha": sha,
+        "git_dirty": None
+        if sha is None
+        else bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def train(cfg: DictConfig) -> None:
+    run = RunDir(HydraConfig.get().runtime.output_dir)
+    main = distributed.is_main()
+    if run.read_info().get("status") == "complete":
+        print(f"run {run.path} is already complete; nothing to do.")
+        print_summary(
+            read_metrics(run.metrics), f"{run.path.name} (complete)", cfg.trainer.progress
+        )
+        return
+    with run.exclusive() if main else nullcontext():
+        fresh = not run.info.exists()
+        try:
+            training = Training(
+                cfg,
+                run,
+                build_observers(cfg, run),
+                build_regularizers(cfg),
+                Reporter(cfg.trainer.progress, enabled=main),
+            )
+        except ConfigError:
+            if main and fresh:
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
+        if main:
+            atomic_write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
+            info = run.read_info()
+            run.update_info(
+                status="running",
+                run_hash=run_hash(cfg),
+                identity=identity(cfg),
+                seed=cfg.seed,
+                created=info.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+                versions=versions(),
+                host=socket.gethostname(),
+                world_size=training.world,
+                device=str(training.device),
+                dataset=training.dataset_shape,
+                command=sys.argv,
+            )
+        try:
+            rows = training.run()
+        except TrainingDiverged:
+            if main:
+                run.update_info(status="diverged")
+            raise
+        if main:
+            run.update_info(status="complete", steps=training.total)
+            print_summary(rows, run.path.name, cfg.trainer.progress)
+            print(f"run directory: {run.path}")
+
+
+TASKS = {"train": train}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        validate(cfg, world_size=distributed.launched_world_size())
+        TASKS[cfg.task](cfg)
+    except (ConfigError, TrainingDiverged) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
+    finally:
+        distributed.destroy_process_group()
+
+
+def main() -> None:
+    """Console entry point: validate the whole command line first, then hand it to Hydra."""
+    try:
+        preflight(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if distributed.launched_rank() != 0:
+        # other ranks share rank 0's run directory but write nothing to it
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Data order as a pure function of (seed, epoch): resumable mid-epoch, sharded over ranks.
+
+Training batches come from torch's DistributedSampler (also with one rank) seeded from the run's
+seed, batched, and started at any batch of the epoch: a resumed run skips the batches it already
+saw without loading them. Evaluation shards the split into contiguous, non-overlapping pieces, so
+all-reduced sums equal a single process's.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+
+class EpochBatches(Sampler[list[int]]):
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, rank: int, world: int) -> None:
+        self.sampler = DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+        self.batch_size = batch_size
+        self.first_batch = 0
+
+    def set_position(self, epoch: int, first_batch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.first_batch = first_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = BatchSampler(self.sampler, self.batch_size, drop_last=True)
+        return itertools.islice(iter(batches), self.first_batch, None)
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch (the schedule's iterations per epoch)."""
+        return len(self.sampler) // self.batch_size
+
+
+def train_loader(
+    dataset: Dataset, batch_size: int, seed: int, rank: int, world: int, workers: int, pin: bool
+) -> tuple[DataLoader, EpochBatches]:
+    batches = EpochBatches(dataset, batch_size, seed, rank, world)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin)
+    return loader, batches
+
+
+def eval_loader(
+    dataset: Dataset, batch_size: int, rank: int, world: int, workers: int, pin: bool
+) -> DataLoader:
+    n = len(dataset)
+    shard = Subset(dataset, range(n * rank // world, n * (rank + 1) // world))
+    return DataLoader(
+        shard, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin
+    )

@@ -1,0 +1,116 @@
+"""Checkpoints: rolling resume states and immutable weights-only snapshots, written atomically.
+
+Resume states carry everything needed to continue bitwise-identically (model, optimiser, lr
+schedule, RNG states, data position, running sums); a sidecar SHA-256 written after the file
+lets a truncated or corrupted one be detected and skipped. Snapshots hold only the weights and
+are listed in `manifest.json`. Every load uses `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vestige.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def _serialize(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def snapshot_path(run: RunDir, step: int) -> Path:
+    return run.snapshots / f"step_{step:08d}.pt"
+
+
+def read_manifest(run: RunDir) -> list[dict[str, Any]]:
+    """Snapshots of a run, sorted by step: [{"step", "epoch", "path"}] (path relative to run)."""
+    if not run.manifest.exists():
+        return []
+    return sorted(json.loads(run.manifest.read_text())["snapshots"], key=lambda s: s["step"])
+
+
+def save_snapshot(run: RunDir, model: torch.nn.Module, step: int, epoch: float) -> None:
+    path = snapshot_path(run, step)
+    atomic_write_bytes(
+        path, _serialize({"model": model.state_dict(), "step": step, "epoch": epoch})
+    )
+    entries = [s for s in read_manifest(run) if s["step"] != step]
+    entries.append({"step": step, "epoch": epoch, "path": str(path.relative_to(run.path))})
+    atomic_write_json(run.manifest, {"snapshots": sorted(entries, key=lambda s: s["step"])})
+
+
+def drop_snapshots_after(run: RunDir, step: int) -> None:
+    """Forget snapshots from an abandoned trajectory (written after the state we resume from)."""
+    entries = read_manifest(run)
+    for entry in entries:
+        if entry["step"] > step:
+            (run.path / entry["path"]).unlink(missing_ok=True)
+    if entries:
+        atomic_write_json(run.manifest, {"snapshots": [s for s in entries if s["step"] <= step]})
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states of python, numpy, torch and CUDA, in types `weights_only` loading accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_resume(run: RunDir, state: dict[str, Any], keep: int) -> Path:
+    """Write resume/step_N.pt then its .sha256; keep the newest `keep` states."""
+    path = run.resume / f"step_{state['step']:08d}.pt"
+    data = _serialize(state)
+    atomic_write_bytes(path, data)
+    atomic_write_text(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest() + "\n")
+    for old in sorted(run.resume.glob("step_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".sha256").unlink(missing_ok=True)
+    return path
+
+
+def load_latest_resume(run: RunDir) -> dict[str, Any] | None:
+    """The newest resume state that is complete and intact; damaged ones are skipped with a
+    warning naming the file."""
+    for path in sorted(run.resume.glob("step_*.pt"), reverse=True):
+        digest_file = path.with_suffix(".sha256")
+        data = path.read_bytes()
+        if (
+            not digest_file.exists()
+            or digest_file.read_text().strip() != hashlib.sha256(data).hexdigest()
+        ):
+            log.warning("skipping damaged resume checkpoint %s (checksum missing or wrong)", path)
+            continue
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped the same way
+            log.warning("skipping unreadable resume checkpoint %s (%s)", path, err)
+    return None

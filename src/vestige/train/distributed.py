@@ -1,0 +1,77 @@
+"""The one seam for distributed concerns: rank, world size, barrier, all-reduce.
+
+Single-process code calls the same functions; they are no-ops when no process group exists, so
+nothing else in vestige checks `torch.distributed.is_initialized()` itself.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def launched_world_size() -> int:
+    """World size announced by the launcher (torchrun or SLURM), before any group exists."""
+    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if key in os.environ and ("SLURM" not in key or "SLURM_STEP_ID" in os.environ):
+            return int(os.environ[key])
+    return 1
+
+
+def launched_rank() -> int:
+    """This process's rank as announced by the launcher, before any group exists."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+
+
+def init_process_group(device: torch.device) -> None:
+    """Join the group the launcher set up (env:// variables); NCCL on CUDA, gloo on CPU."""
+    if dist.is_initialized() or launched_world_size() == 1:
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+
+
+def is_main() -> bool:
+    """Rank 0: the only process that writes files."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks in place (and return it); identity in a single process."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(obj: object) -> object:
+    """Rank 0's value of a picklable object, on every rank."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,59 @@
+"""One evaluation pass: loss and top-1/top-5 over a split, summed on the device, all-reduced.
+
+Observers' probes ride along in the same pass, so a measurement such as class selectivity costs
+only its hooks on top of the evaluation the run does anyway.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vestige.train import distributed
+from vestige.train.plugins import EvalProbe
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    device: torch.device,
+    probes: list[EvalProbe],
+    autocast: bool = False,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    cast = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext()
+    with ExitStack() as stack:
+        for probe in probes:
+            stack.enter_context(probe)
+        for inputs, targets in loader:
+            inputs = inputs.to(device, non_blocking=True)
+            if channels_last and inputs.ndim == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            targets = targets.to(device, non_blocking=True)
+            with cast:
+                logits = model(inputs)
+            for probe in probes:
+                probe.after_forward(targets)
+            logits = logits.float()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top.eq(targets[:, None])
+            totals += torch.stack(
+                [
+                    F.cross_entropy(logits, targets, reduction="sum").double(),
+                    hits[:, 0].sum().double(),
+                    hits.any(dim=1).sum().double(),
+                    torch.tensor(float(len(targets)), dtype=torch.float64, device=device),
+                ]
+            )
+    model.train(was_training)
+    loss, top1, top5, count = distributed.all_reduce_sum(totals).tolist()
+    count = max(count, 1.0)
+    return {"eval_loss": loss / count, "eval_acc": top1 / count, "eval_acc5": top5 / count}

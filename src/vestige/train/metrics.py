@@ -1,0 +1,40 @@
+"""`metrics.jsonl`: one JSON row per evaluation, append-only, trimmed on resume.
+
+Rows are appended and fsynced one at a time; a resumed run first drops rows written after the
+state it resumes from (and a torn last line), so no row is ever duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vestige.rundir import atomic_write_text
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All complete rows; a torn last line (a kill in the middle of a write) is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def trim_after(path: Path, step: int) -> None:
+    """Keep only rows up to and including `step`."""
+    rows = [row for row in read_metrics(path) if row["step"] <= step]
+    atomic_write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))

@@ -1,0 +1,44 @@
+"""The loop's two plug-in points, after composer's split of algorithms and callbacks.
+
+A `Regularizer` changes the training state: it adds a term to the loss. An `Observer` only
+measures: it may attach a probe to each evaluation pass and adds numbers to the metrics row.
+The loop calls these interfaces and knows nothing about what is behind them.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+class EvalProbe(Protocol):
+    """Attached (as a context) during one evaluation pass; sees every batch's targets."""
+
+    def __enter__(self) -> EvalProbe: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def after_forward(self, targets: torch.Tensor) -> None: ...
+
+
+class Observer(Protocol):
+    def on_train_start(self, model: nn.Module, num_classes: int) -> None:
+        """Once, after the model and data exist and before the first evaluation."""
+
+    def probe(self, model: nn.Module) -> EvalProbe | None:
+        """A probe for the next evaluation pass, or None to skip this one."""
+
+    def on_evaluation(self, step: int, epoch: float, probe: EvalProbe | None) -> dict[str, Any]:
+        """Called on every rank after the pass (probes are already all-reduced); returns
+        metrics for the row. Only rank 0 writes files."""
+
+
+class Regularizer(Protocol):
+    def attach(self, model: nn.Module) -> AbstractContextManager:
+        """Hooks that live for the whole of training (removed on exit)."""
+
+    def penalty(self, step: int, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The term added to the loss for the forward pass just made, and numbers to log."""

@@ -1,0 +1,128 @@
+"""What a person watching a run sees: a rich live bar on a terminal, plain lines elsewhere.
+
+SLURM logs and CI capture stdout to files, where carriage returns and ANSI codes turn into noise;
+there, every `log_every` steps one plain line (epoch, step, loss, acc, img/s, ETA) is printed and
+one fixed-width row per evaluation, in the spirit of airbench's per-epoch table.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+# (metrics key, heading, format); each column is as wide as its heading or its values
+ROW_COLUMNS = [
+    ("step", "step", "d"),
+    ("epoch", "epoch", ".2f"),
+    ("train_loss", "train loss", ".4f"),
+    ("train_acc", "train acc", ".4f"),
+    ("eval_loss", "eval loss", ".4f"),
+    ("eval_acc", "eval acc", ".4f"),
+    ("si/mean", "SI mean", ".4f"),
+    ("img_per_s", "img/s", ".0f"),
+]
+_WIDTH = 10
+
+
+def _format(value: Any, spec: str) -> str:
+    return ("-" if value is None else format(value, spec)).rjust(_WIDTH)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Reporter:
+    """Progress output; `style` is rich, plain or none (auto picks rich only on a TTY)."""
+
+    def __init__(self, style: str = "auto", enabled: bool = True) -> None:
+        if style == "auto":
+            style = "rich" if sys.stdout.isatty() else "plain"
+        self.style = style if enabled else "none"
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._start_time = time.perf_counter()
+        self._start_step = 0
+        self._header_done = False
+
+    def start(self, step: int, total: int, epochs: int) -> None:
+        self._start_time, self._start_step, self.total, self.epochs = (
+            time.perf_counter(),
+            step,
+            total,
+            epochs,
+        )
+        if self.style == "rich":
+            self._progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=total, completed=step, stats="")
+
+    def step(
+        self, step: int, epoch: int, loss: float | None, acc: float | None, img_per_s: float
+    ) -> None:
+        """Called every step; cheap unless a line is due. `loss`/`acc` may be None when not due."""
+        if self.style == "rich" and self._progress is not None:
+            stats = "" if loss is None else f"loss {loss:.4f} acc {acc:.3f} {img_per_s:.0f} img/s"
+            fields = {"stats": stats} if stats else {}
+            self._progress.update(self._task, completed=step, **fields)
+        elif self.style == "plain" and loss is not None:
+            done = step - self._start_step
+            eta = (time.perf_counter() - self._start_time) / max(done, 1) * (self.total - step)
+            print(
+                f"epoch {epoch + 1}/{self.epochs}  step {step}/{self.total}  loss {loss:.4f}  "
+                f"acc {acc:.4f}  {img_per_s:.0f} img/s  ETA {_duration(eta)}",
+                flush=True,
+            )
+
+    def row(self, row: dict[str, Any]) -> None:
+        """One fixed-width line per evaluation."""
+        if self.style == "none":
+            return
+        lines = []
+        if not self._header_done:
+            lines.append("  ".join(title.rjust(_WIDTH) for _, title, _ in ROW_COLUMNS))
+            self._header_done = True
+        lines.append("  ".join(_format(row.get(key), spec) for key, _, spec in ROW_COLUMNS))
+        self.message("\n".join(lines))
+
+    def message(self, text: str) -> None:
+        if self.style == "none":
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for _, heading, _ in ROW_COLUMNS:
+        table.add_column(heading, justify="right")
+    for row in rows:
+        table.add_row(*(_format(row.get(key), spec).strip() for key, _, spec in ROW_COLUMNS))
+    return table
+
+
+def print_summary(rows: list[dict[str, Any]], title: str, style: str = "auto") -> None:
+    """The closing table; rich renders it without colour codes when stdout is not a terminal."""
+    if style == "none":
+        return
+    Console(highlight=False).print(summary_table(rows, title))

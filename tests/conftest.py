@@ -1,0 +1,53 @@
+"""Shared helpers: run `vestige-run` for real, in a subprocess, on tiny configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# A network and dataset small enough for a run of a few seconds on a 2-core CPU.
+TINY = [
+    "model.width=0.125",
+    "data.synthetic.train_size=256",
+    "data.synthetic.eval_size=64",
+    "trainer.batch_size=32",
+    "trainer.epochs=2",
+    "trainer.log_every=4",
+]
+
+
+def run_cli(
+    args: list[str], cwd: Path, timeout: float = 300, **popen: object
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "vestige.run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
+
+
+def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "vestige.run", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty folder to run in; runs land in its outputs/."""
+    return tmp_path

@@ -1,0 +1,69 @@
+"""Every user mistake ends in one line naming the key, the value and the fix, before any work."""
+
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from vestige.errors import ConfigError
+from vestige.preflight import preflight
+
+MISTAKES = {
+    "model=resnet19": "model='resnet19'",
+    "optim.lr=-0.1": "optim.lr=-0.1",
+    "trainer.epochs=0": "trainer.epochs=0",
+    "trainer.batch_size=63 trainer.grad_accum=2": "trainer.batch_size=63",
+    "data.root=/no/such/folder": "data.root='/no/such/folder'",
+    "trainer.epocs=3": "trainer.epocs",
+    "trainer.batch_size=abc": "trainer.batch_size",
+    "+trainer.colour=red": "trainer.colour",
+    "checkpoint.snapshots=[sometimes]": "checkpoint.snapshots[0]='sometimes'",
+    "sched=cosine sched.warmup=5minutes": "sched.warmup='5minutes'",
+    "data=cifar10": "data.root",
+    "device=tpu": "device='tpu'",
+}
+
+
+@pytest.mark.parametrize("overrides", list(MISTAKES))
+def test_each_mistake_is_one_line_naming_the_key(overrides):
+    with pytest.raises(ConfigError) as caught:
+        preflight(overrides.split())
+    message = str(caught.value)
+    assert MISTAKES[overrides] in message
+    assert "\n" not in message
+
+
+def test_every_point_of_a_sweep_is_checked_before_any_runs():
+    with pytest.raises(ConfigError, match="optim.lr=-0.2"):
+        preflight(["-m", "optim.lr=0.1,-0.2"])
+
+
+def test_batch_not_divisible_by_world_size_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ConfigError, match="world size"):
+        preflight(["trainer.batch_size=64"])
+
+
+def test_cli_mistake_exits_nonzero_with_one_line_and_leaves_no_directory(workdir: Path):
+    result = run_cli(["optim.lr=-1"], workdir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: optim.lr=-1.0 is invalid: use a positive learning rate such as 0.1"
+    ]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (workdir / "outputs").exists()
+
+
+def test_bad_data_found_after_start_leaves_no_directory(workdir: Path):
+    """A data root that exists but lacks the files is only seen when loading: still one line."""
+    empty = workdir / "empty"
+    empty.mkdir()
+    result = run_cli(["data=fashion_mnist", f"data.root={empty}"], workdir)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(empty) in lines[0]
+    assert (
+        not any((workdir / "outputs" / "runs").glob("*"))
+        if (workdir / "outputs").exists()
+        else True
+    )

@@ -1,0 +1,118 @@
+"""A run killed at any moment finishes, when the same command runs again, exactly as an
+uninterrupted one (deterministic mode, CPU)."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, run_cli, start_cli
+
+# Resume states every 2 iterations, so a kill often lands in the middle of writing one.
+RUN = [
+    *TINY,
+    "data.synthetic.train_size=512",
+    "trainer.deterministic=true",
+    "checkpoint.resume_every=2it",
+    "checkpoint.snapshots=[0it,every 3it until 1ep,every 1ep]",
+]
+MEASURED = (
+    "step",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "eval_loss",
+    "eval_acc",
+    "eval_acc5",
+    "si/mean",
+)
+
+
+def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())["snapshots"]
+    weights = torch.load(run_dir / manifest[-1]["path"], weights_only=True)["model"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return weights, [{k: row.get(k) for k in MEASURED} for row in rows]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    weights_a, rows_a = final_state(a)
+    weights_b, rows_b = final_state(b)
+    assert rows_a == rows_b
+    assert weights_a.keys() == weights_b.keys()
+    for key in weights_a:
+        assert torch.equal(weights_a[key], weights_b[key]), key
+    snaps_a = json.loads((a / "checkpoints" / "manifest.json").read_text())["snapshots"]
+    snaps_b = json.loads((b / "checkpoints" / "manifest.json").read_text())["snapshots"]
+    assert [s["step"] for s in snaps_a] == [s["step"] for s in snaps_b]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted run."""
+    folder = tmp_path_factory.mktemp("reference")
+    result = run_cli([*RUN, f"hydra.run.dir={folder / 'run'}"], folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "run"
+
+
+def kill_when(process, condition, delay: float) -> None:
+    """SIGKILL `delay` seconds after `condition` holds; the run must still have been going."""
+    deadline = time.time() + 120
+    while not condition() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+
+
+def test_kill_9_at_random_moments_then_rerun_gives_identical_weights_and_metrics(
+    reference, workdir
+):
+    run_dir = workdir / "run"
+    args = [*RUN, f"hydra.run.dir={run_dir}"]
+    rng = random.Random(0)
+    for _ in range(2):
+        process = start_cli(args, workdir)
+        kill_when(
+            process,
+            lambda: any((run_dir / "checkpoints" / "resume").glob("*.pt")),
+            rng.uniform(0, 0.5),
+        )
+    assert (run_dir / "checkpoints" / "resume").exists(), "the kills came before any checkpoint"
+    result = run_cli(args, workdir)
+    assert result.returncode == 0, result.stderr
+    assert_same_run(reference, run_dir)
+    rows = [
+        json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert rows == sorted(set(rows)), "metrics rows were duplicated"
+
+
+def test_corrupted_latest_checkpoint_is_skipped_with_a_warning(reference, workdir):
+    run_dir = workdir / "run"
+    args = [*RUN, f"hydra.run.dir={run_dir}"]
+    resume = run_dir / "checkpoints" / "resume"
+    process = start_cli(args, workdir)
+    kill_when(process, lambda: len(list(resume.glob("*.sha256"))) >= 2, 0)
+    newest = sorted(resume.glob("*.pt"))[-1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    result = run_cli(args, workdir)
+    assert result.returncode == 0, result.stderr
+    assert newest.name in result.stderr and "damaged" in result.stderr
+    assert_same_run(reference, run_dir)
+
+
+def test_running_the_same_command_again_reports_the_run_complete(reference):
+    result = run_cli([*RUN, f"hydra.run.dir={reference}"], reference.parent)
+    assert result.returncode == 0, result.stderr
+    assert "already complete" in result.stdout
+    assert final_state(reference)[1] == final_state(reference)[1]
