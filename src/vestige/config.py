@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from vestige.errors import ConfigError
 from vestige.step import Step, parse_snapshot_spec
 
-TASKS = ("train",)
+TASKS = ("train", "analyze")
 
 
 @dataclass
@@ -117,6 +117,9 @@ class CheckpointConfig:
     # snapshot specs: "0it", "every 1ep", "every 50it until 2ep", "log 8 from 1it to 3ep"
     snapshots: list[str] = field(default_factory=lambda: ["0it", "every 1ep"])
     resume_every: str | None = None  # extra resume checkpoints, e.g. "200it"
+    # full training states kept for good at these steps (same rules as snapshots), so that
+    # forks can start there: e.g. ["5ep"] or ["every 1ep until 10ep"]
+    forkable: list[str] = field(default_factory=list)
     keep_resume: int = 2
 
 
@@ -127,6 +130,30 @@ class SelectivityConfig:
     enabled: bool = True
     units: str = "block_output"  # block_output | all_relu
     eps: float = 1e-6
+    # ViT MLP units: GELU outputs can be slightly negative (reference/convit.md §7);
+    # keep them, clamp them at 0, or take absolute values before averaging over tokens
+    negative: str = "keep"  # keep | clamp | abs
+
+
+@dataclass
+class RegularizerConfig:
+    """A term added to the loss: loss = CE - alpha * R (reference/class-selectivity.md §3)."""
+
+    name: str = "none"  # none | selectivity
+    # a float, or windows [{from: 0ep, until: 5ep, alpha: 0.0}, {from: 5ep, alpha: -20.0}]
+    alpha: Any = 0.0
+    stages: list[str] | None = None  # null: every stage but the last, as in Ranadive et al.
+    eps: float = 1e-6
+    sync: bool = True  # under DDP, R from the global batch's class sums (not each rank's)
+
+
+@dataclass
+class AnalysisConfig:
+    """task=analyze: which analysis, over which snapshots of `run`."""
+
+    name: str = "selectivity"
+    snapshots: list[str] | None = None  # snapshot rules as in checkpoint.snapshots; null: all
+    batch_size: int = 256
 
 
 @dataclass
@@ -143,6 +170,10 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     selectivity: SelectivityConfig = field(default_factory=SelectivityConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    analysis: AnalysisConfig | None = None
+    # start from another run's full state: fork.from=<run dir> fork.at=5ep (see train/fork.py)
+    fork: dict[str, str | None] = field(default_factory=lambda: {"from": None, "at": None})
 
 
 def register_configs() -> None:
@@ -151,6 +182,7 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="model", name="resnet_schema", node=ResNetConfig)
     cs.store(group="model", name="convit_schema", node=ConViTConfig)
+    cs.store(group="analysis", name="analysis_schema", node=AnalysisConfig)
 
 
 # Keys that change how a run is carried out or shown, never what it computes: left out of the
@@ -174,6 +206,8 @@ def validate(cfg: Any, world_size: int = 1) -> None:
     """Check the composed config; raise ConfigError with one line for the first bad value."""
     from vestige.data import DATASETS
     from vestige.models import MODELS
+    from vestige.selectivity.training import validate_regularizer
+    from vestige.train.fork import check_fork
 
     def fail(key: str, value: Any, fix: str) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: {fix}")
@@ -183,6 +217,8 @@ def validate(cfg: Any, world_size: int = 1) -> None:
         raise ConfigError(f"unknown config key '{unknown}': {describe_keys(unknown)}")
     if cfg.task not in TASKS:
         fail("task", cfg.task, f"choose one of {', '.join(TASKS)}")
+    if cfg.task == "analyze":
+        _validate_analysis(cfg)
     if cfg.model.name not in MODELS:
         fail("model", cfg.model.name, f"choose one of {', '.join(sorted(MODELS))}")
     if cfg.data.name not in DATASETS:
@@ -244,14 +280,48 @@ def validate(cfg: Any, world_size: int = 1) -> None:
             parse_snapshot_spec(spec)
         except ValueError as err:
             fail(f"checkpoint.snapshots[{i}]", spec, str(err))
+    for i, spec in enumerate(cfg.checkpoint.forkable):
+        try:
+            parse_snapshot_spec(spec)
+        except ValueError as err:
+            fail(f"checkpoint.forkable[{i}]", spec, str(err))
+    if set(cfg.fork) != {"from", "at"}:
+        unknown = sorted(set(cfg.fork) - {"from", "at"})
+        raise ConfigError(
+            f"unknown config key 'fork.{unknown[0]}': fork takes only fork.from and fork.at"
+        )
+    check_fork(cfg)
     if cfg.checkpoint.resume_every is not None:
         _check_step("checkpoint.resume_every", cfg.checkpoint.resume_every)
     if cfg.checkpoint.keep_resume < 1:
         fail("checkpoint.keep_resume", cfg.checkpoint.keep_resume, "keep at least 1")
+    validate_regularizer(cfg.regularizer)
+    if cfg.selectivity.negative not in ("keep", "clamp", "abs"):
+        fail("selectivity.negative", cfg.selectivity.negative, "choose keep, clamp or abs")
     if cfg.selectivity.units not in ("block_output", "all_relu"):
         fail("selectivity.units", cfg.selectivity.units, "choose block_output or all_relu")
     if not cfg.device == "auto" and not str(cfg.device).startswith(("cpu", "cuda")):
         fail("device", cfg.device, "choose auto, cpu, cuda or cuda:N")
+
+
+def _validate_analysis(cfg: Any) -> None:
+    from vestige.analysis import ANALYSES
+
+    if cfg.run is None or not (Path(cfg.run).expanduser() / "config.yaml").is_file():
+        raise ConfigError(
+            f"run={cfg.run!r} is invalid: task=analyze needs run=<a run directory with config.yaml>"
+        )
+    if cfg.analysis is None:
+        raise ConfigError(f"analysis=None is invalid: choose one of {', '.join(sorted(ANALYSES))}")
+    if cfg.analysis.batch_size <= 0:
+        raise ConfigError(
+            f"analysis.batch_size={cfg.analysis.batch_size} is invalid: use a positive size"
+        )
+    for i, spec in enumerate(cfg.analysis.snapshots or []):
+        try:
+            parse_snapshot_spec(spec)
+        except ValueError as err:
+            raise ConfigError(f"analysis.snapshots[{i}]={spec!r} is invalid: {err}") from None
 
 
 def _unknown_key(node: Any, prefix: str = "") -> str | None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from vestige.rundir import RunDir
 from vestige.selectivity.observer import SelectivityObserver
+from vestige.selectivity.training import SelectivityRegularizer
 from vestige.train.plugins import Observer, Regularizer
 
 
@@ -14,4 +15,5 @@ def build_observers(cfg: Any, run: RunDir) -> list[Observer]:
 
 
 def build_regularizers(cfg: Any) -> list[Regularizer]:
-    return []
+    selective = cfg.regularizer.name == "selectivity"
+    return [SelectivityRegularizer(cfg.regularizer)] if selective else []

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -18,6 +19,7 @@ from vestige.config import RunConfig, register_configs
 from vestige.errors import ConfigError
 from vestige.models import build_model
 from vestige.rundir import MODEL_SCHEMAS, RunDir
+from vestige.selectivity.store import SelectivityStore
 from vestige.train.checkpoint import load_weights, read_manifest
 from vestige.train.metrics import read_metrics
 
@@ -73,6 +75,17 @@ class Run:
         return build_model(
             self.config.model, data["num_classes"], data["channels"], data["image_size"]
         )
+
+    def selectivity(self, units: str = "block_output") -> dict[str, np.ndarray]:
+        """Per-unit selectivity at every measured snapshot, one row per (snapshot, unit):
+        columns step, epoch, layer, stage, block, channel, si, preferred_class."""
+        store = SelectivityStore(self.path, units)
+        if not store.steps():
+            raise ConfigError(
+                f"run {self.path.name} has no {units} selectivity yet: run "
+                f"vestige-run task=analyze run={self.path} analysis=selectivity"
+            )
+        return store.table()
 
     def load_model(self, snapshot: Snapshot | int) -> nn.Module:
         """The network with a snapshot's weights, in eval mode, on the CPU."""

@@ -70,10 +70,11 @@ def train(cfg: DictConfig) -> None:
     run = RunDir(HydraConfig.get().runtime.output_dir)
     main = distributed.is_main()
     if run.read_info().get("status") == "complete":
-        print(f"run {run.path} is already complete; nothing to do.")
-        print_summary(
-            read_metrics(run.metrics), f"{run.path.name} (complete)", cfg.trainer.progress
-        )
+        if main:
+            print(f"run {run.path} is already complete; nothing to do.")
+            print_summary(
+                read_metrics(run.metrics), f"{run.path.name} (complete)", cfg.trainer.progress
+            )
         return
     with run.exclusive() if main else nullcontext():
         fresh = not run.info.exists()
@@ -103,6 +104,7 @@ def train(cfg: DictConfig) -> None:
                 world_size=training.world,
                 device=str(training.device),
                 dataset=training.dataset_shape,
+                iterations_per_epoch=training.iterations_per_epoch,
                 command=sys.argv,
             )
         try:
@@ -117,7 +119,13 @@ def train(cfg: DictConfig) -> None:
             print(f"run directory: {run.path}")
 
 
-TASKS = {"train": train}
+def analyze(cfg: DictConfig) -> None:
+    from vestige.analysis.driver import analyze_run
+
+    analyze_run(cfg)
+
+
+TASKS = {"train": train, "analyze": analyze}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -137,11 +145,12 @@ def main() -> None:
     try:
         preflight(sys.argv[1:])
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if distributed.local_rank() == 0:  # every rank finds the same error: say it once
+            print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if distributed.launched_rank() != 0:
         # other ranks share rank 0's run directory but write nothing to it
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+        sys.argv += ["hydra/job_logging=disabled"]
     hydra_main()
 
 

@@ -53,6 +53,10 @@ def identity(cfg: DictConfig | dict) -> dict[str, Any]:
     tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     tree = {key: value for key, value in tree.items() if key != "hydra"}
     flat = _flatten(tree)
+    if flat.get("fork.from"):  # a fork is named by its parent's identity, not the parent's path
+        flat["fork.parent"] = RunDir(Path(flat.pop("fork.from")).expanduser()).read_info()[
+            "run_hash"
+        ]
     defaults = _schema_defaults(set(tree.get("model", {})))
     return {
         key: value
@@ -72,15 +76,34 @@ def run_name(cfg: DictConfig | dict) -> str:
     return f"{tree['model']['name']}-{tree['data']['name']}-{run_hash(tree)}"
 
 
+def run_directory(cfg: DictConfig | dict, within_outputs: bool = False) -> str:
+    """Where a job works: training -> outputs/runs/<name>; an analysis -> the run it analyses.
+
+    With `within_outputs`, a training run's path is given relative to `outputs` (the form a
+    sweep's subdir takes, so sweep points land where single runs of the same config do).
+    """
+    tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    if tree.get("task", "train") != "train" and tree.get("run"):
+        return str(Path(tree["run"]).expanduser().resolve())
+    relative = Path("runs") / run_name(tree)
+    return str(relative if within_outputs else Path(tree.get("outputs", "outputs")) / relative)
+
+
 def register_resolvers() -> None:
-    """`${vestige_run_name:}` in hydra.run.dir / hydra.sweep.subdir names a run by its config."""
+    """`${vestige_run_dir:}` (hydra.run.dir) and `${vestige_run_subdir:}` (hydra.sweep.subdir):
+    the directory named by the config, see `run_directory`."""
 
-    def resolve(*, _root_: DictConfig) -> str:
-        task = {key: _root_[key] for key in _root_ if key != "hydra"}
-        return run_name(OmegaConf.to_container(OmegaConf.create(task), resolve=True))
+    def task_tree(root: DictConfig) -> dict:
+        task = {key: root[key] for key in root if key != "hydra"}
+        return OmegaConf.to_container(OmegaConf.create(task), resolve=True)
 
-    if not OmegaConf.has_resolver("vestige_run_name"):
-        OmegaConf.register_new_resolver("vestige_run_name", resolve)
+    if not OmegaConf.has_resolver("vestige_run_dir"):
+        OmegaConf.register_new_resolver(
+            "vestige_run_dir", lambda *, _root_: run_directory(task_tree(_root_))
+        )
+        OmegaConf.register_new_resolver(
+            "vestige_run_subdir", lambda *, _root_: run_directory(task_tree(_root_), True)
+        )
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

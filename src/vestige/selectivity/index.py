@@ -175,15 +175,23 @@ class SelectivityProbe:
     """
 
     def __init__(
-        self, model: nn.Module, layers: Sequence[UnitLayer], num_classes: int, eps: float = 1e-6
+        self,
+        model: nn.Module,
+        layers: Sequence[UnitLayer],
+        num_classes: int,
+        eps: float = 1e-6,
+        negative: str = "keep",
     ) -> None:
-        self.model, self.layers, self.eps = model, list(layers), eps
+        """`negative`: how negative unit outputs (GELU) are treated, see `unit_activations`."""
+        self.model, self.layers, self.eps, self.negative = model, list(layers), eps, negative
         self.stats = ClassConditionalStats(num_classes)
         self._hooks = ExitStack()
         self._acts: dict[str, Tensor] = {}
 
     def __enter__(self) -> SelectivityProbe:
-        self._acts = self._hooks.enter_context(record_unit_activations(self.model, self.layers))
+        self._acts = self._hooks.enter_context(
+            record_unit_activations(self.model, self.layers, negative=self.negative)
+        )
         return self
 
     def __exit__(self, *exc_info: object) -> None:

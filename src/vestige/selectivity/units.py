@@ -19,6 +19,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from vestige.errors import ConfigError
 
 UNIT_CHOICES = ("block_output", "all_relu")
+NEGATIVE_CHOICES = ("keep", "clamp", "abs")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _transformer_layers(model: nn.Module) -> list[UnitLayer]:
     Contract with the model (vestige.models.convit): blocks are `<stage>.<index>` with an `mlp`
     holding `fc1` and `act`, and a block whose `class_token` is true carries the class token as
     token 0, which is left out of the mean over tokens. All blocks form one stage. GELU outputs
-    can be slightly negative; how to treat them (clamp, abs) is left to the caller (§7).
+    can be slightly negative; `unit_activations(negative=...)` says how they are treated (§7).
     """
     layers = []
     for name, _ in model.named_modules():
@@ -122,8 +123,21 @@ def unit_table(layers: Sequence[UnitLayer]) -> dict[str, np.ndarray]:
     }
 
 
-def unit_activations(output: Tensor, layer: UnitLayer) -> Tensor:
-    """(B, units): a conv channel's spatial mean (§2), a token unit's mean over patch tokens."""
+def unit_activations(output: Tensor, layer: UnitLayer, negative: str = "keep") -> Tensor:
+    """(B, units): a conv channel's spatial mean (§2), a token unit's mean over patch tokens.
+
+    `negative` treats each element before the mean (reference/convit.md §7): `keep` the values
+    as they are, `clamp` them at 0 or take their `abs`. After a ReLU all three agree; they differ
+    for GELU, whose outputs go down to about -0.17.
+    """
+    if negative == "clamp":
+        output = output.clamp(min=0)
+    elif negative == "abs":
+        output = output.abs()
+    elif negative != "keep":
+        raise ConfigError(
+            f"negative={negative!r} is not known; use one of {', '.join(NEGATIVE_CHOICES)}"
+        )
     if output.dim() == 4:
         return output.mean(dim=(2, 3))
     if output.dim() == 3:
@@ -138,13 +152,17 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 @contextmanager
 def record_unit_activations(
-    model: nn.Module, layers: Sequence[UnitLayer], keep_grad: bool = False
+    model: nn.Module,
+    layers: Sequence[UnitLayer],
+    keep_grad: bool = False,
+    negative: str = "keep",
 ) -> Iterator[dict[str, Tensor]]:
     """Hook `layers` while inside; yields a dict that each forward fills with (B, units) tensors.
 
     Only the reduced activations are kept, never feature maps. `keep_grad=False` detaches them
     (measurement); `keep_grad=True` keeps them in the graph (regularizer): clear the dict after use
-    so the graph is not held until the next forward. Hooks are removed on exit, also on errors.
+    so the graph is not held until the next forward. `negative` is passed to `unit_activations`.
+    Hooks are removed on exit, also on errors.
     """
     model = unwrap(model)
     acts: dict[str, Tensor] = {}
@@ -165,7 +183,8 @@ def record_unit_activations(
             calls[path] = call + 1
             layer = by_module[path].get(call)
             if layer is not None:
-                acts[layer.name] = unit_activations(output if keep_grad else output.detach(), layer)
+                kept = output if keep_grad else output.detach()
+                acts[layer.name] = unit_activations(kept, layer, negative)
 
         return hook
 

@@ -4,6 +4,13 @@ Training batches come from torch's DistributedSampler (also with one rank) seede
 seed, batched, and started at any batch of the epoch: a resumed run skips the batches it already
 saw without loading them. Evaluation shards the split into contiguous, non-overlapping pieces, so
 all-reduced sums equal a single process's.
+
+The global batch of a step is the same set of images whatever the world size W. The permutation
+of an epoch depends only on (seed, epoch); rank r takes its positions r, r + W, r + 2W, ... and
+cuts them into per-rank batches of B / W, so step k's per-rank batches together hold exactly
+positions [kB, (k + 1)B) of the permutation, the batch one process takes at step k. Only the order
+inside the global batch differs, so a model without BatchNorm follows the same trajectory on any
+number of ranks, up to float summation order (tests/test_ddp.py checks 1 rank against 2).
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import itertools
 from collections.abc import Iterator
 
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+from vestige.errors import ConfigError
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -47,6 +56,11 @@ def eval_loader(
     dataset: Dataset, batch_size: int, rank: int, world: int, workers: int, pin: bool
 ) -> DataLoader:
     n = len(dataset)
+    if n < world:
+        raise ConfigError(
+            f"the evaluation split has {n} images, fewer than the {world} ranks: every rank "
+            "needs at least one; use more evaluation data or fewer ranks"
+        )
     shard = Subset(dataset, range(n * rank // world, n * (rank + 1) // world))
     return DataLoader(
         shard, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin

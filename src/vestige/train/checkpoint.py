@@ -97,20 +97,26 @@ def save_resume(run: RunDir, state: dict[str, Any], keep: int) -> Path:
     return path
 
 
+def load_resume_file(path: Path) -> dict[str, Any] | None:
+    """A resume state if its checksum matches and it loads; None (with a warning naming the
+    file) if it is truncated, corrupted or unreadable."""
+    digest_file = path.with_suffix(".sha256")
+    data = path.read_bytes()
+    expected = digest_file.read_text().strip() if digest_file.exists() else None
+    if expected != hashlib.sha256(data).hexdigest():
+        log.warning("skipping damaged resume checkpoint %s (checksum missing or wrong)", path)
+        return None
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is skipped the same way
+        log.warning("skipping unreadable resume checkpoint %s (%s)", path, err)
+        return None
+
+
 def load_latest_resume(run: RunDir) -> dict[str, Any] | None:
-    """The newest resume state that is complete and intact; damaged ones are skipped with a
-    warning naming the file."""
+    """The newest resume state that is complete and intact; damaged ones are skipped."""
     for path in sorted(run.resume.glob("step_*.pt"), reverse=True):
-        digest_file = path.with_suffix(".sha256")
-        data = path.read_bytes()
-        if (
-            not digest_file.exists()
-            or digest_file.read_text().strip() != hashlib.sha256(data).hexdigest()
-        ):
-            log.warning("skipping damaged resume checkpoint %s (checksum missing or wrong)", path)
-            continue
-        try:
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped the same way
-            log.warning("skipping unreadable resume checkpoint %s (%s)", path, err)
+        state = load_resume_file(path)
+        if state is not None:
+            return state
     return None

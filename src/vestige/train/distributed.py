@@ -30,8 +30,12 @@ def init_process_group(device: torch.device) -> None:
     """Join the group the launcher set up (env:// variables); NCCL on CUDA, gloo on CPU."""
     if dist.is_initialized() or launched_world_size() == 1:
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    if device.type == "cuda":
+        # bind this rank to its GPU first, so NCCL never guesses a device (barriers on GPU 0)
+        torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl", timeout=timedelta(minutes=30), device_id=device)
+    else:
+        dist.init_process_group(backend="gloo", timeout=timedelta(minutes=30))
 
 
 def rank() -> int:
@@ -47,8 +51,12 @@ def local_rank() -> int:
 
 
 def is_main() -> bool:
-    """Rank 0: the only process that writes files."""
-    return rank() == 0
+    """Rank 0: the only process that writes files.
+
+    Before the group exists the launcher's rank decides, so that code run before joining (taking
+    the run's lock, writing run.json) is done by rank 0 alone, not by every rank.
+    """
+    return (rank() if dist.is_initialized() else launched_rank()) == 0
 
 
 def barrier() -> None:
@@ -61,6 +69,18 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics) in place.
+
+    Each rank updates its buffers from its own shard during training, and DDP only overwrites
+    them at the start of the next training forward, so without this an evaluation between steps
+    would measure a slightly different network on each rank, none of them the saved one.
+    """
+    if dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
 
 
 def broadcast_object(obj: object) -> object:

@@ -1,7 +1,10 @@
 """One evaluation pass: loss and top-1/top-5 over a split, summed on the device, all-reduced.
 
-Observers' probes ride along in the same pass, so a measurement such as class selectivity costs
-only its hooks on top of the evaluation the run does anyway.
+Under DDP every rank evaluates its own contiguous shard of the split (`batches.eval_loader`) with
+rank 0's network, buffers included, so the all-reduced sums are those of one process evaluating
+the saved snapshot on the whole split. Observers' probes ride along in the same pass, so a
+measurement such as class selectivity costs only its hooks on top of the evaluation the run does
+anyway.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def evaluate(
     autocast: bool = False,
     channels_last: bool = False,
 ) -> dict[str, float]:
+    distributed.broadcast_buffers(model)
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count

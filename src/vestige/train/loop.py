@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,7 +24,7 @@ from vestige.errors import ConfigError
 from vestige.models import build_model
 from vestige.rundir import RunDir
 from vestige.step import Step, snapshot_iterations
-from vestige.train import checkpoint, distributed, metrics
+from vestige.train import checkpoint, distributed, fork, metrics
 from vestige.train.batches import eval_loader, train_loader
 from vestige.train.evaluate import evaluate
 from vestige.train.optim import build_optimizer, build_scheduler
@@ -40,40 +40,73 @@ class TrainingDiverged(RuntimeError):
 
 
 def select_device(name: str) -> torch.device:
+    """`auto`: CUDA if there is one, else the CPU; `cuda` without an index: this rank's GPU."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())
     return torch.device(name)
 
 
 @dataclass
 class RunningSums:
-    """Training loss/accuracy since the last metrics row, kept on the device (no sync per step)."""
+    """Sums since the last metrics row, kept on the device so that no step waits for the host.
 
-    loss: torch.Tensor
-    correct: torch.Tensor
-    count: torch.Tensor
+    `loss`, `correct` and `count` are per image; any other key (a regularizer's alpha or R) is
+    summed per step and reported as its mean over the steps.
+    """
+
+    device: torch.device
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0
     images: int = 0
 
-    @classmethod
-    def zeros(cls, device: torch.device) -> RunningSums:
-        return cls(*(torch.zeros((), dtype=torch.float64, device=device) for _ in range(3)))
+    def add(self, key: str, value: torch.Tensor | float) -> None:
+        if key not in self.values:
+            self.values[key] = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.values[key] += value
+
+    def get(self, key: str) -> torch.Tensor:
+        return self.values.get(key, torch.zeros((), dtype=torch.float64, device=self.device))
+
+    def summed_over_ranks(self) -> dict[str, torch.Tensor]:
+        """Every key's sum over all ranks, on every rank (a collective)."""
+        keys = sorted(self.values)
+        if not keys:
+            return {}
+        totals = distributed.all_reduce_sum(torch.stack([self.values[k] for k in keys]))
+        return dict(zip(keys, totals.unbind(), strict=True))
+
+    def reduced_means(self) -> dict[str, float | None]:
+        """Means over all ranks: train loss and accuracy per image, other keys per step."""
+        totals = {key: value.item() for key, value in self.summed_over_ranks().items()}
+        if not totals:
+            return {"train_loss": None, "train_acc": None}
+        count, steps = totals.pop("count"), totals.pop("steps") / distributed.world_size()
+        means = {
+            "train_loss": totals.pop("loss") / count,
+            "train_acc": totals.pop("correct") / count,
+        }
+        return means | {
+            key: value / (steps * distributed.world_size()) for key, value in totals.items()
+        }
 
     def state_dict(self) -> dict[str, Any]:
+        """The sums of all ranks (a collective), so that rank 0 alone can save them."""
         return {
-            "loss": self.loss.cpu(),
-            "correct": self.correct.cpu(),
-            "count": self.count.cpu(),
+            "values": {k: v.cpu().clone() for k, v in self.summed_over_ranks().items()},
             "seconds": self.seconds,
             "images": self.images,
         }
 
-    def load(self, state: dict[str, Any], device: torch.device) -> None:
-        self.loss, self.correct, self.count = (
-            state[k].to(device) for k in ("loss", "correct", "count")
-        )
+    def load(self, state: dict[str, Any]) -> None:
+        """Rank 0 continues from the saved sums of all ranks, the others from zeros: reduced
+        over ranks, they add up to the totals of the uninterrupted run."""
+        main = distributed.is_main()
+        self.values = {
+            k: (v if main else torch.zeros_like(v)).to(self.device)
+            for k, v in state["values"].items()
+        }
         self.seconds, self.images = state["seconds"], state["images"]
 
 
@@ -148,12 +181,17 @@ class Training:
             snapshot_iterations(list(cfg.checkpoint.snapshots), ipe, self.total)
         )
         self.snapshot_steps.add(self.total)
-        self.resume_steps = self.snapshot_steps | set(range(ipe, self.total + 1, ipe))
+        self.forkable_steps = set(
+            snapshot_iterations(list(cfg.checkpoint.forkable), ipe, self.total)
+        )
+        self.resume_steps = (
+            self.snapshot_steps | self.forkable_steps | set(range(ipe, self.total + 1, ipe))
+        )
         if cfg.checkpoint.resume_every:
             every = Step.parse(cfg.checkpoint.resume_every).to_iterations(ipe)
             self.resume_steps |= set(range(every, self.total + 1, every)) if every > 0 else set()
         self.step = 0
-        self.sums = RunningSums.zeros(self.device)
+        self.sums = RunningSums(self.device)
         self.ddp_model: nn.Module = (
             DistributedDataParallel(model, device_ids=[self.device] if cuda else None)
             if self.world > 1
@@ -169,6 +207,12 @@ class Training:
         being recomputed and are dropped first, so nothing is duplicated.
         """
         state = checkpoint.load_latest_resume(self.run_dir)
+        if state is None and self.cfg.fork["from"]:
+            if distributed.is_main():
+                fork.inherit_history(self.cfg, self.run_dir)
+            distributed.barrier()
+            state = fork.parent_state(self.cfg)
+            log.info("forked from %s at step %d", self.cfg.fork["from"], state["step"])
         step = -1 if state is None else state["step"]
         if distributed.is_main():
             metrics.trim_after(self.run_dir.metrics, step)
@@ -178,7 +222,7 @@ class Training:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.sums.load(state["sums"], self.device)
+        self.sums.load(state["sums"])
         checkpoint.set_rng_state(state["rng"])
         self.step = step
         log.info("resumed %s at step %d", self.run_dir.path, step)
@@ -202,11 +246,11 @@ class Training:
     def run(self) -> list[dict[str, Any]]:
         self.restore()
         for observer in self.observers:
-            observer.on_train_start(self.model, self.dataset_shape["num_classes"])
+            observer.on_train_start(self.model, self.dataset_shape["num_classes"], self.step)
         self.reporter.start(self.step, self.total, self.cfg.trainer.epochs)
         with ExitStack() as hooks:
             for regularizer in self.regularizers:
-                hooks.enter_context(regularizer.attach(self.model))
+                hooks.enter_context(regularizer.attach(self.model, self.iterations_per_epoch))
             try:
                 if self.step == 0 and 0 in self.snapshot_steps:
                     self.snapshot_and_evaluate()
@@ -228,6 +272,7 @@ class Training:
             self.step += 1
             self.sums.seconds += time.perf_counter() - started
             self.sums.images += len(targets) * self.world
+            self.reporter.advance(self.step)
             if self.step % self.cfg.trainer.log_every == 0:
                 self.report_progress(epoch)
             if self.step in self.snapshot_steps:
@@ -260,30 +305,40 @@ class Training:
                         logits.float(), y, label_smoothing=self.cfg.trainer.label_smoothing
                     )
                     for regularizer in self.regularizers:
-                        term, _ = regularizer.penalty(self.step, y)
+                        term, logs = regularizer.penalty(self.step, y)
                         loss = loss + term
+                        for key, value in logs.items():
+                            self.sums.add(key, value.detach().double() / accum)
                 (loss / accum).backward()
             with torch.no_grad():
-                self.sums.loss += loss.detach().double() * len(y)
-                self.sums.correct += (logits.argmax(1) == y).sum()
-                self.sums.count += len(y)
+                self.sums.add("loss", loss.detach().double() * len(y))
+                self.sums.add("correct", (logits.argmax(1) == y).sum())
+                self.sums.add("count", len(y))
+        self.sums.add("steps", 1)
         self.optimizer.step()
         self.scheduler.step()
 
     def check_finite(self) -> None:
-        if not torch.isfinite(self.sums.loss):
+        loss = self.sums.get("loss")
+        if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"the training loss became {self.sums.loss.item()} at step {self.step}; the last "
+                f"the training loss became {loss.item()} at step {self.step}; the last "
                 f"good checkpoint is kept in {self.run_dir.checkpoints}: lower optim.lr or check "
                 "the data"
             )
 
     def report_progress(self, epoch: int) -> None:
         self.check_finite()
-        count = max(self.sums.count.item(), 1.0)
+        count = max(self.sums.get("count").item(), 1.0)
         rate = self.sums.images / max(self.sums.seconds, 1e-9)
-        self.reporter.step(
-            self.step, epoch, self.sums.loss.item() / count, self.sums.correct.item() / count, rate
+        seconds_per_step = self.sums.seconds / max(self.sums.get("steps").item(), 1.0)
+        self.reporter.stats(
+            self.step,
+            epoch,
+            self.sums.get("loss").item() / count,
+            self.sums.get("correct").item() / count,
+            rate,
+            (self.total - self.step) * seconds_per_step,
         )
 
     def snapshot_and_evaluate(self) -> None:
@@ -301,15 +356,11 @@ class Training:
             self.autocast,
             self.channels_last,
         )
-        sums = distributed.all_reduce_sum(
-            torch.stack([self.sums.loss, self.sums.correct, self.sums.count])
-        ).tolist()
         row: dict[str, Any] = {
             "step": self.step,
             "epoch": epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "train_loss": sums[0] / sums[2] if sums[2] else None,
-            "train_acc": sums[1] / sums[2] if sums[2] else None,
+            **self.sums.reduced_means(),
             **result,
             "img_per_s": self.sums.images / self.sums.seconds if self.sums.seconds else None,
         }
@@ -318,12 +369,13 @@ class Training:
         if distributed.is_main():
             metrics.append_row(self.run_dir.metrics, row)
         self.reporter.row(row)
-        self.sums = RunningSums.zeros(self.device)
+        self.sums = RunningSums(self.device)
 
     def save_resume(self) -> None:
         self.check_finite()
+        state = self.resume_state()  # every rank takes part: the running sums are reduced
         if distributed.is_main():
-            checkpoint.save_resume(
-                self.run_dir, self.resume_state(), self.cfg.checkpoint.keep_resume
-            )
+            path = checkpoint.save_resume(self.run_dir, state, self.cfg.checkpoint.keep_resume)
+            if self.step in self.forkable_steps:
+                fork.keep_forkable(self.run_dir, path, self.step)
         distributed.barrier()

@@ -25,8 +25,9 @@ class EvalProbe(Protocol):
 
 
 class Observer(Protocol):
-    def on_train_start(self, model: nn.Module, num_classes: int) -> None:
-        """Once, after the model and data exist and before the first evaluation."""
+    def on_train_start(self, model: nn.Module, num_classes: int, step: int) -> None:
+        """Once, before the first evaluation, at `step` (> 0 when resuming: anything the
+        observer wrote for later steps belongs to an abandoned trajectory)."""
 
     def probe(self, model: nn.Module) -> EvalProbe | None:
         """A probe for the next evaluation pass, or None to skip this one."""
@@ -37,8 +38,12 @@ class Observer(Protocol):
 
 
 class Regularizer(Protocol):
-    def attach(self, model: nn.Module) -> AbstractContextManager:
-        """Hooks that live for the whole of training (removed on exit)."""
+    def attach(self, model: nn.Module, iterations_per_epoch: int) -> AbstractContextManager:
+        """Hooks that live for the whole of training (removed on exit); schedules written in
+        epochs are resolved with `iterations_per_epoch`."""
 
-    def penalty(self, step: int, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """The term added to the loss for the forward pass just made, and numbers to log."""
+    def penalty(
+        self, step: int, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The term added to the loss for the forward pass just made (at absolute iteration
+        `step`), and scalar tensors to log as their mean per step (e.g. "reg/alpha")."""

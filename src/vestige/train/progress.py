@@ -8,7 +8,6 @@ one fixed-width row per evaluation, in the spirit of airbench's per-epoch table.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 from rich.console import Console
@@ -47,17 +46,10 @@ class Reporter:
         self.style = style if enabled else "none"
         self._progress: Progress | None = None
         self._task: Any = None
-        self._start_time = time.perf_counter()
-        self._start_step = 0
         self._header_done = False
 
     def start(self, step: int, total: int, epochs: int) -> None:
-        self._start_time, self._start_step, self.total, self.epochs = (
-            time.perf_counter(),
-            step,
-            total,
-            epochs,
-        )
+        self.total, self.epochs = total, epochs
         if self.style == "rich":
             self._progress = Progress(
                 TextColumn("[bold]train"),
@@ -70,20 +62,22 @@ class Reporter:
             self._progress.start()
             self._task = self._progress.add_task("train", total=total, completed=step, stats="")
 
-    def step(
-        self, step: int, epoch: int, loss: float | None, acc: float | None, img_per_s: float
+    def advance(self, step: int) -> None:
+        """Every step: moves the live bar (nothing is printed in plain mode)."""
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step)
+
+    def stats(
+        self, step: int, epoch: int, loss: float, acc: float, img_per_s: float, eta_seconds: float
     ) -> None:
-        """Called every step; cheap unless a line is due. `loss`/`acc` may be None when not due."""
-        if self.style == "rich" and self._progress is not None:
-            stats = "" if loss is None else f"loss {loss:.4f} acc {acc:.3f} {img_per_s:.0f} img/s"
-            fields = {"stats": stats} if stats else {}
-            self._progress.update(self._task, completed=step, **fields)
-        elif self.style == "plain" and loss is not None:
-            done = step - self._start_step
-            eta = (time.perf_counter() - self._start_time) / max(done, 1) * (self.total - step)
+        """Every `trainer.log_every` steps: running loss and accuracy, throughput, time left."""
+        if self._progress is not None:
+            stats = f"loss {loss:.4f} acc {acc:.3f} {img_per_s:.0f} img/s"
+            self._progress.update(self._task, completed=step, stats=stats)
+        elif self.style == "plain":
             print(
                 f"epoch {epoch + 1}/{self.epochs}  step {step}/{self.total}  loss {loss:.4f}  "
-                f"acc {acc:.4f}  {img_per_s:.0f} img/s  ETA {_duration(eta)}",
+                f"acc {acc:.4f}  {img_per_s:.0f} img/s  ETA {_duration(eta_seconds)}",
                 flush=True,
             )
 

@@ -1,0 +1,244 @@
+"""`analysis=attention`: how positional and how local every head of a ConViT or DeiT is, at every
+snapshot of a run (reference/convit.md §6).
+
+Per snapshot, in `attention/step_N.npz`:
+    gates                  (GPSA layers, heads) sigmoid(lambda_h): 1 = positional, 0 = content
+    nonlocality            (layers, heads) attention-weighted patch distance, see `nonlocality`
+    class_token_attention  (layers, heads) mean attention of patch queries on the class token
+    offsets                (GPSA layers, heads, 2) centre (d_x, d_y) of each head's positional
+                           attention, see `head_offsets`
+    layers, gpsa_layers    block index of each row; step, epoch, images
+Per run, rebuilt by `finish`: `gates.csv`, `nonlocality.csv` (step, epoch, layer, head, value) and
+`gates.png`, `nonlocality.png` (mean over heads per layer vs epoch; no `gates.png` for DeiT).
+
+Nonlocality is measured on each layer's real input: the maps are those recorded during ordinary
+forwards of the first `NONLOCALITY_IMAGES` images of the evaluation split (fewer if it is smaller),
+not raw patch embeddings fed to every layer (the bug §6 warns about).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from vestige.analysis.base import AnalysisContext
+from vestige.errors import ConfigError
+from vestige.models.convit import VARIANTS
+from vestige.models.gpsa import recording_attention, relative_offsets
+from vestige.results import Snapshot
+from vestige.rundir import atomic_write_bytes, atomic_write_text
+
+NONLOCALITY_IMAGES = 1024  # the paper's batch for nonlocality (§6)
+_STEP_FILE = re.compile(r"^step_(\d{8})\.npz$")
+
+
+def patch_distances(side: int, device: torch.device | str | None = None) -> Tensor:
+    """||d_ij|| between the patches of a side x side grid, in patch units, (L, L)."""
+    return relative_offsets(side, device)[..., 0].sqrt()
+
+
+def nonlocality(attention: Tensor) -> Tensor:
+    """(1/L) sum_ij A_ij ||d_ij|| per image and head, (B, H), of (B, H, L, L) patch attention.
+
+    reference/convit.md §6. The weights are used as they are: for a layer that carries a class
+    token, the caller passes the patch-to-patch block without renormalising its rows, so the share
+    of attention a patch puts on the class token counts as distance 0 (the paper's definition
+    applied to the patch block; `class_token_attention` records that share).
+    """
+    side = math.isqrt(attention.shape[-1])
+    distances = patch_distances(side, attention.device).to(attention.dtype)
+    return torch.einsum("bhij,ij->bh", attention, distances) / attention.shape[-1]
+
+
+def head_offsets(positional: Tensor) -> Tensor:
+    """Each head's centre (d_x, d_y), (H, 2): the centre of mass of its positional attention for
+    the query at the middle of the grid.
+
+    At the local init this is the head's conv offset (§2). It is read off the attention rather than
+    the positional weights (delta = -(w_x, w_y) / 2 w_{||d||^2}) because that formula only holds
+    while the quadratic weight stays negative, which training need not keep. A head spread wider
+    than the grid has its centre pulled towards the query by the borders.
+    """
+    side = math.isqrt(positional.shape[-1])
+    query = (side // 2) * side + side // 2
+    offsets = relative_offsets(side, positional.device)[query, :, 1:]
+    return positional[0, :, query] @ offsets.to(positional.dtype)
+
+
+@dataclass
+class AttentionSummary:
+    """One snapshot's attention measurements (numpy, on the CPU)."""
+
+    layers: np.ndarray  # (layers,) block index of each nonlocality row
+    gpsa_layers: np.ndarray  # (GPSA layers,) block index of each gate row
+    gates: np.ndarray  # (GPSA layers, heads)
+    nonlocality: np.ndarray  # (layers, heads)
+    class_token_attention: np.ndarray  # (layers, heads)
+    offsets: np.ndarray  # (GPSA layers, heads, 2)
+    images: int
+
+
+@torch.no_grad()
+def measure_attention(
+    model: nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    device: torch.device,
+    images: int = NONLOCALITY_IMAGES,
+) -> AttentionSummary:
+    """Gates, offsets and nonlocality averaged over the first `images` images of `loader`.
+
+    Eval mode (the model's mode is restored); sums stay on the device, only the per-layer (heads,)
+    means come back.
+    """
+    was_training = model.training
+    model.eval()
+    names: list[str] = []
+    nonlocal_sum: dict[str, Tensor] = {}
+    class_sum: dict[str, Tensor] = {}
+    offsets: dict[str, Tensor] = {}
+    seen = 0
+    with recording_attention(model) as maps:
+        for inputs, _ in loader:
+            inputs = inputs[: images - seen].to(device)
+            model(inputs)
+            names = list(maps)
+            for name, record in maps.items():
+                lead = int(model.get_submodule(name.rpartition(".")[0]).class_token)
+                patches = record.attention[:, :, lead:]
+                local = nonlocality(patches[..., lead:]).sum(dim=0, dtype=torch.float64)
+                to_class = patches[..., :lead].sum(dim=(-1, -2)).sum(dim=0, dtype=torch.float64)
+                nonlocal_sum[name] = nonlocal_sum.get(name, 0) + local
+                class_sum[name] = class_sum.get(name, 0) + to_class / patches.shape[-2]
+                if record.positional is not None:
+                    offsets[name] = head_offsets(record.positional)
+            seen += len(inputs)
+            if seen >= images:
+                break
+    model.train(was_training)
+    if not seen:
+        raise ConfigError("analysis=attention needs evaluation images: the eval split is empty")
+    gates = model.gates()
+    return AttentionSummary(
+        layers=np.array([_block_index(name) for name in names]),
+        gpsa_layers=np.array([_block_index(name) for name in offsets]),
+        gates=gates.float().cpu().numpy(),
+        nonlocality=_stack([nonlocal_sum[name] / seen for name in names]),
+        class_token_attention=_stack([class_sum[name] / seen for name in names]),
+        offsets=_stack(list(offsets.values())).reshape(len(offsets), gates.shape[1], 2),
+        images=seen,
+    )
+
+
+def _block_index(name: str) -> int:
+    """`blocks.3.attn` -> 3."""
+    return int(name.split(".")[-2])
+
+
+def _stack(rows: list[Tensor]) -> np.ndarray:
+    return torch.stack(rows).float().cpu().numpy() if rows else np.zeros((0, 0), np.float32)
+
+
+class AttentionAnalysis:
+    def __init__(self, ctx: AnalysisContext) -> None:
+        model = ctx.run.config.model.name
+        if model not in VARIANTS:
+            raise ConfigError(
+                f"analysis=attention needs a ConViT or DeiT run; {ctx.run.path.name} is {model}"
+            )
+        self.ctx = ctx
+        self.folder = ctx.run.path / "attention"
+
+    def done_steps(self) -> set[int]:
+        return set(self._steps())
+
+    def _steps(self) -> list[int]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(
+            int(m.group(1)) for p in self.folder.iterdir() if (m := _STEP_FILE.match(p.name))
+        )
+
+    def analyze(self, snapshot: Snapshot, model: nn.Module) -> dict[str, float]:
+        summary = measure_attention(model, self.ctx.eval_loader, self.ctx.device)
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            step=np.int64(snapshot.step),
+            epoch=np.float64(snapshot.epoch),
+            **{key: np.asarray(value) for key, value in summary.__dict__.items()},
+        )
+        atomic_write_bytes(self.folder / f"step_{snapshot.step:08d}.npz", buffer.getvalue())
+        numbers = {"nonlocality/mean": float(summary.nonlocality.mean())}
+        if summary.gates.size:
+            numbers["gate/mean"] = float(summary.gates.mean())
+        return numbers
+
+    def finish(self) -> None:
+        snapshots = [self._load(step) for step in self._steps()]
+        if not snapshots:
+            return
+        for key, column, layers, label in (
+            ("gates", "gate", "gpsa_layers", "sigmoid(gate): 1 = positional"),
+            ("nonlocality", "nonlocality", "layers", "nonlocality (patches)"),
+        ):
+            rows = [
+                (int(s["step"]), float(s["epoch"]), int(layer), head, float(value))
+                for s in snapshots
+                for layer, values in zip(s[layers], s[key], strict=True)
+                for head, value in enumerate(values)
+            ]
+            atomic_write_text(self.folder / f"{key}.csv", _csv(rows, column))
+            if rows:
+                title = f"{label}, mean over heads: {self.ctx.run.path.name}"
+                atomic_write_bytes(self.folder / f"{key}.png", plot_layer_means(rows, title))
+
+    def _load(self, step: int) -> dict[str, np.ndarray]:
+        with np.load(self.folder / f"step_{step:08d}.npz") as data:
+            return {key: data[key] for key in data.files}
+
+
+def _csv(rows: list[tuple[int, float, int, int, float]], value: str) -> str:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["step", "epoch", "layer", "head", value])
+    writer.writerows((s, f"{e:.6g}", layer, h, f"{v:.6g}") for s, e, layer, h, v in rows)
+    return text.getvalue()
+
+
+def plot_layer_means(rows: list[tuple[int, float, int, int, float]], title: str) -> bytes:
+    """PNG (640 x 400) of the mean over heads vs epoch, one line per layer.
+
+    The epoch axis is logarithmic (linear below the first non-zero epoch, so step 0 shows) when
+    there are sub-epoch snapshots, where the early changes happen.
+    """
+    by_layer: dict[int, dict[float, list[float]]] = {}
+    for _, epoch, layer, _, value in rows:
+        by_layer.setdefault(layer, {}).setdefault(epoch, []).append(value)
+    figure = Figure(figsize=(6.4, 4.0), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for n, (layer, points) in enumerate(sorted(by_layer.items())):
+        epochs = sorted(points)
+        colour = colormaps["viridis"](n / max(len(by_layer) - 1, 1))
+        means = [float(np.mean(points[e])) for e in epochs]
+        axes.plot(epochs, means, marker=".", color=colour, label=f"layer {layer}")
+    positive = sorted({row[1] for row in rows if row[1] > 0})
+    if positive and positive[0] < 1:
+        axes.set_xscale("symlog", linthresh=positive[0])
+    axes.set_xlabel("epoch")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=7, ncol=2)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -1,0 +1,38 @@
+"""What every analysis is: something that measures one snapshot and knows which ones it has done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vestige.results import Run, Snapshot
+
+
+@dataclass
+class AnalysisContext:
+    """What an analysis may use: the run, the config of this command, the device, the run's
+    evaluation split and its number of classes."""
+
+    run: Run
+    cfg: Any
+    device: torch.device
+    eval_loader: DataLoader
+    num_classes: int
+
+
+class Analysis(Protocol):
+    def __init__(self, ctx: AnalysisContext) -> None: ...
+
+    def done_steps(self) -> set[int]:
+        """Snapshots already analysed (their results are on disk)."""
+
+    def analyze(self, snapshot: Snapshot, model: nn.Module) -> dict[str, float]:
+        """Measure one snapshot (model in eval mode on the device), write its results
+        atomically, return a few numbers for the progress line."""
+
+    def finish(self) -> None:
+        """After the last snapshot: rebuild the run's table(s) for this analysis."""

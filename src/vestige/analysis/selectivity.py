@@ -1,0 +1,42 @@
+"""`analysis=selectivity`: class selectivity of every unit at every snapshot of a run.
+
+The same measurement as during training (reference/class-selectivity.md §2), through the same
+store, so snapshots measured while training are skipped and sub-epoch snapshots, or a run trained
+with selectivity off, get filled in.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from vestige.analysis.base import AnalysisContext
+from vestige.results import Snapshot
+from vestige.selectivity.index import SelectivityProbe
+from vestige.selectivity.store import SelectivityStore
+from vestige.selectivity.units import measured_layers
+from vestige.train.evaluate import evaluate
+
+
+class SelectivityAnalysis:
+    def __init__(self, ctx: AnalysisContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.cfg.selectivity
+        self.store = SelectivityStore(ctx.run.path, self.settings.units)
+
+    def done_steps(self) -> set[int]:
+        return set(self.store.steps()) if (self.store.folder / "units.npz").exists() else set()
+
+    def analyze(self, snapshot: Snapshot, model: nn.Module) -> dict[str, float]:
+        layers = measured_layers(model, self.settings.units)
+        probe = SelectivityProbe(
+            model, layers, self.ctx.num_classes, self.settings.eps, self.settings.negative
+        )
+        evaluate(model, self.ctx.eval_loader, self.ctx.device, [probe])
+        result = probe.result()
+        self.store.write_units(layers)
+        self.store.write_snapshot(snapshot.step, snapshot.epoch, result)
+        return {"si/mean": result.summary()["si/mean"]}
+
+    def finish(self) -> None:
+        if self.store.steps():
+            self.store.rebuild_summary()

@@ -1,0 +1,114 @@
+"""The on-disk form of selectivity measurements in a run directory (the one place that knows it).
+
+    selectivity/units.npz          unit table: layer, stage, block, channel (one row per unit)
+    selectivity/step_N.npz         si (float32), preferred_class (int32) per unit, step, epoch
+    selectivity/summary.csv        one row per snapshot and stage (+ stage "all": network mean)
+
+Units other than the default block outputs go to `selectivity-<units>/`. Aggregates follow
+reference/class-selectivity.md §2: block mean over units, stage mean over blocks, network mean
+over stages.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+
+from vestige.rundir import atomic_write_bytes, atomic_write_text
+from vestige.selectivity.index import SelectivityResult
+from vestige.selectivity.units import UnitLayer, unit_table
+
+_STEP_FILE = re.compile(r"^step_(\d{8})\.npz$")
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+class SelectivityStore:
+    def __init__(self, run_path: Path, units: str = "block_output") -> None:
+        self.folder = run_path / (
+            "selectivity" if units == "block_output" else f"selectivity-{units}"
+        )
+
+    def write_units(self, layers: list[UnitLayer]) -> None:
+        atomic_write_bytes(self.folder / "units.npz", _npz(**unit_table(layers)))
+
+    def write_snapshot(self, step: int, epoch: float, result: SelectivityResult) -> None:
+        table = result.unit_table()
+        atomic_write_bytes(
+            self.folder / f"step_{step:08d}.npz",
+            _npz(
+                si=table["si"].astype(np.float32),
+                preferred_class=table["preferred_class"].astype(np.int32),
+                step=np.int64(step),
+                epoch=np.float64(epoch),
+            ),
+        )
+
+    def steps(self) -> list[int]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(
+            int(m.group(1)) for p in self.folder.iterdir() if (m := _STEP_FILE.match(p.name))
+        )
+
+    def units(self) -> dict[str, np.ndarray]:
+        with np.load(self.folder / "units.npz") as data:
+            return {key: data[key] for key in data.files}
+
+    def snapshot(self, step: int) -> dict[str, np.ndarray]:
+        with np.load(self.folder / f"step_{step:08d}.npz") as data:
+            return {key: data[key] for key in data.files}
+
+    def drop_after(self, step: int) -> None:
+        """Forget measurements of an abandoned trajectory (a run resumed from `step`)."""
+        for later in (s for s in self.steps() if s > step):
+            (self.folder / f"step_{later:08d}.npz").unlink(missing_ok=True)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """Per-unit values of every snapshot, stacked: step, epoch, layer, stage, block,
+        channel, si, preferred_class (one row per unit and snapshot)."""
+        units = self.units()
+        columns: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("step", "epoch", *units, "si", "preferred_class")
+        }
+        for step in self.steps():
+            values = self.snapshot(step)
+            n = len(values["si"])
+            columns["step"].append(np.full(n, step, dtype=np.int64))
+            columns["epoch"].append(np.full(n, float(values["epoch"])))
+            for key, column in units.items():
+                columns[key].append(column)
+            columns["si"].append(values["si"])
+            columns["preferred_class"].append(values["preferred_class"])
+        return {k: np.concatenate(v) if v else np.array([]) for k, v in columns.items()}
+
+    def rebuild_summary(self) -> None:
+        """summary.csv from the per-unit files: block -> stage -> network means."""
+        units = self.units()
+        rows = []
+        for step in self.steps():
+            values = self.snapshot(step)
+            stage_means: dict[str, float] = {}
+            for stage in dict.fromkeys(units["stage"]):
+                in_stage = units["stage"] == stage
+                layers = dict.fromkeys(units["layer"][in_stage])
+                block_means = [values["si"][units["layer"] == layer].mean() for layer in layers]
+                stage_means[str(stage)] = float(np.mean(block_means))
+            stage_means["all"] = float(np.mean(list(stage_means.values())))
+            for stage, si in stage_means.items():
+                rows.append(
+                    {"step": step, "epoch": float(values["epoch"]), "stage": stage, "si": si}
+                )
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["step", "epoch", "stage", "si"])
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.folder / "summary.csv", buffer.getvalue())

@@ -1,0 +1,71 @@
+"""task=analyze analysis=selectivity measures every snapshot of a run, resumably, exactly as the
+measurement made during training does."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, run_cli
+
+import vestige
+
+SNAPSHOTS = "checkpoint.snapshots=[0it,every 2it until 1ep,every 1ep]"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Path]:
+    """The same training twice: selectivity measured while training, and not measured."""
+    workdir = tmp_path_factory.mktemp("analyze")
+    dirs = []
+    for enabled in ("true", "false"):
+        target = workdir / f"measured-{enabled}"
+        args = [*TINY, SNAPSHOTS, "trainer.deterministic=true", f"selectivity.enabled={enabled}"]
+        result = run_cli([*args, f"hydra.run.dir={target}"], workdir)
+        assert result.returncode == 0, result.stderr
+        dirs.append(target)
+    return dirs[0], dirs[1]
+
+
+def test_analysis_measures_every_snapshot_like_training_does(runs):
+    measured, unmeasured = runs
+    result = run_cli(["task=analyze", f"run={unmeasured}", "analysis=selectivity"], unmeasured)
+    assert result.returncode == 0, result.stderr
+    during = vestige.load_run(measured).selectivity()
+    after = vestige.load_run(unmeasured).selectivity()
+    steps = [s.step for s in vestige.load_run(unmeasured).snapshots]
+    assert sorted(set(after["step"].tolist())) == steps
+    for key in ("step", "layer", "channel", "preferred_class"):
+        assert np.array_equal(during[key], after[key]), key
+    np.testing.assert_allclose(during["si"], after["si"], rtol=1e-5, atol=1e-6)
+
+
+def test_analysis_skips_snapshots_already_done(runs):
+    measured, _ = runs
+    result = run_cli(["task=analyze", f"run={measured}", "analysis=selectivity"], measured)
+    assert result.returncode == 0, result.stderr
+    assert "0 of" in result.stdout
+
+
+def test_summary_table_has_a_row_per_snapshot_and_stage_matching_the_metrics(runs):
+    measured, _ = runs
+    run = vestige.load_run(measured)
+    with open(measured / "selectivity" / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    stages = ["layer1", "layer2", "layer3", "layer4", "all"]
+    assert [(int(r["step"]), r["stage"]) for r in rows] == [
+        (s.step, stage) for s in run.snapshots for stage in stages
+    ]
+    network = {int(r["step"]): float(r["si"]) for r in rows if r["stage"] == "all"}
+    for row in run.metrics:
+        assert network[row["step"]] == pytest.approx(row["si/mean"], rel=1e-5)
+
+
+def test_analyze_without_a_run_is_one_clear_error(tmp_path):
+    result = run_cli(["task=analyze", "analysis=selectivity"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: run=None is invalid: task=analyze needs run=<a run directory with config.yaml>"
+    ]
