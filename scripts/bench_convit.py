@@ -45,10 +45,10 @@ def model_config(name: str):
         return compose(overrides=[f"+model={name}"]).model
 
 
-def interleaved_medians(
+def interleaved_times(
     variants: dict[str, Callable[[], None]], repeats: int, sync: Callable[[], None]
-) -> dict[str, float]:
-    """Median seconds of each variant; one warm-up each, then ABBA-ordered repetitions."""
+) -> dict[str, list[float]]:
+    """Seconds of each repetition of each variant; one warm-up each, then ABBA-ordered."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     for run in variants.values():
         run()
@@ -60,7 +60,13 @@ def interleaved_medians(
             variants[name]()
             sync()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def spread(values: list[float]) -> str:
+    """Median and range in ms: a busy machine shows up as a wide range."""
+    ms = sorted(v * 1e3 for v in values)
+    return f"{statistics.median(ms):7.1f} ms [{ms[0]:.0f}-{ms[-1]:.0f}]"
 
 
 def training_step(model: nn.Module, batch_size: int, image_size: int, device: torch.device):
@@ -105,10 +111,14 @@ def bench_throughput(args: argparse.Namespace, device: torch.device, sync) -> No
         torch.manual_seed(0)
         model = build_convit(model_config(name), NUM_CLASSES, 3, args.image_size).to(device)
         steps[name] = training_step(model, args.batch_size, args.image_size, device)
-    seconds = interleaved_medians(steps, args.repeats, sync)
-    print(f"training throughput, batch {args.batch_size}, {args.image_size} px, {device.type}:")
-    for name, value in seconds.items():
-        print(f"  {name:<16s} {args.batch_size / value:8.1f} img/s  ({value * 1e3:.0f} ms/step)")
+    times = interleaved_times(steps, args.repeats, sync)
+    print(
+        f"training throughput, batch {args.batch_size}, {args.image_size} px, {device.type}, "
+        f"median of {args.repeats}:"
+    )
+    seconds = {name: statistics.median(values) for name, values in times.items()}
+    for name, values in times.items():
+        print(f"  {name:<16s} {args.batch_size / seconds[name]:8.1f} img/s  {spread(values)}/step")
     first, second = args.models
     print(f"  {first} / {second} throughput: {seconds[second] / seconds[first]:.2f}x")
 
@@ -117,7 +127,7 @@ def bench_positional(args: argparse.Namespace, device: torch.device, sync) -> No
     cfg = model_config(args.models[0])
     print(
         f"GPSA layer forward + backward, batch {args.batch_size}, dim {cfg.embed_dim}, "
-        f"{cfg.num_heads} heads:"
+        f"{cfg.num_heads} heads, median of {args.layer_repeats}:"
     )
     for side in args.grids:
         torch.manual_seed(0)
@@ -127,15 +137,15 @@ def bench_positional(args: argparse.Namespace, device: torch.device, sync) -> No
         tokens = torch.randn(args.batch_size, side * side, cfg.embed_dim, device=device)
         with torch.no_grad():
             torch.testing.assert_close(per_item(tokens), once(tokens), rtol=1e-4, atol=1e-5)
-        seconds = interleaved_medians(
+        times = interleaved_times(
             {"once": gpsa_step(once, tokens), "per item": gpsa_step(per_item, tokens)},
-            args.repeats,
+            args.layer_repeats,
             sync,
         )
+        ratio = statistics.median(times["per item"]) / statistics.median(times["once"])
         print(
-            f"  {side}x{side} grid ({side * side:3d} tokens): once {seconds['once'] * 1e3:7.1f} ms"
-            f"  per item {seconds['per item'] * 1e3:7.1f} ms"
-            f"  per item / once {seconds['per item'] / seconds['once']:.2f}x"
+            f"  {side:2d}x{side:<2d} grid ({side * side:3d} tokens): once {spread(times['once'])}"
+            f"  per item {spread(times['per item'])}  per item / once {ratio:.2f}x"
         )
 
 
@@ -145,7 +155,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--grids", type=int, nargs="+", default=[8, 14], help="GPSA grid sides")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="training steps per model")
+    parser.add_argument("--layer-repeats", type=int, default=20, help="GPSA steps per variant")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -153,7 +164,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} repeats")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     bench_throughput(args, device, sync)
     bench_positional(args, device, sync)
 

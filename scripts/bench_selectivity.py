@@ -37,10 +37,10 @@ NUM_CLASSES = 10
 IMAGE_SIZE = 32
 
 
-def interleaved_medians(
+def interleaved_times(
     variants: dict[str, Callable[[], object]], repeats: int
-) -> dict[str, float]:
-    """Median seconds per variant; one warm-up each, then repetitions in rotating order."""
+) -> dict[str, list[float]]:
+    """Seconds per repetition and variant; one warm-up each, then repetitions in rotating order."""
     for run in variants.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -50,7 +50,18 @@ def interleaved_medians(
             started = time.perf_counter()
             variants[name]()
             times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def print_ratios(times: dict[str, list[float]], base: str, unit: str = "x") -> dict[str, float]:
+    """One line per variant: median, its ratio to `base`'s median, and the min-max range."""
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, values in times.items():
+        print(
+            f"    {name:<24}{medians[name] * 1e3:9.1f} ms  {medians[name] / medians[base]:6.3f}"
+            f"{unit}   (range {min(values) * 1e3:.0f}-{max(values) * 1e3:.0f} ms)"
+        )
+    return medians
 
 
 def model(name: str, width: float, device: torch.device) -> nn.Module:
@@ -88,7 +99,7 @@ def bench_training_step(
             optimizer.step()
             synchronize(device)
 
-    medians = interleaved_medians(
+    times = interleaved_times(
         {
             "off": lambda: step(None),
             "alpha 0 (R, no graph)": lambda: step(0.0),
@@ -97,8 +108,7 @@ def bench_training_step(
         repeats,
     )
     print(f"  {name} width {width}, batch {batch_size}, {IMAGE_SIZE} px")
-    for label, seconds in medians.items():
-        print(f"    {label:<24}{seconds * 1e3:9.1f} ms  {seconds / medians['off']:6.3f}x")
+    print_ratios(times, "off")
 
 
 def synchronize(device: torch.device) -> None:
@@ -171,10 +181,12 @@ def bench_measurement(
         evaluate(net, loader, device, [probe])
         return probe.result().si
 
-    streaming, naive = probed(), naive_selectivity(net, loader, layers)
+    streaming_si, naive_si = probed(), naive_selectivity(net, loader, layers)
     for layer in layers:
-        torch.testing.assert_close(naive[layer.name], streaming[layer.name], rtol=1e-4, atol=1e-5)
-    medians = interleaved_medians(
+        torch.testing.assert_close(
+            naive_si[layer.name], streaming_si[layer.name], rtol=1e-4, atol=1e-5
+        )
+    times = interleaved_times(
         {
             "evaluation pass": plain,
             "with selectivity": probed,
@@ -184,28 +196,27 @@ def bench_measurement(
     )
     units = sum(layer.channels for layer in layers)
     print(f"  {name} width {width}, {eval_size} images, {units} units, batch {batch_size}")
-    for label, seconds in medians.items():
-        ratio = seconds / medians["evaluation pass"]
-        print(f"    {label:<24}{seconds * 1e3:9.1f} ms  {ratio:6.3f}x of the evaluation pass")
+    medians = print_ratios(times, "evaluation pass", "x of the evaluation pass")
     recorded = recorded_pass(net, loader, layers, device.type)
     on_cpu = [({n: a.cpu() for n, a in acts.items()}, t.cpu()) for acts, t in recorded]
-    alone = interleaved_medians(
+    alone = interleaved_times(
         {
             "streaming": lambda: streaming_accumulate(recorded, layers),
             "naive": lambda: naive_accumulate(on_cpu, layers),
         },
         repeats,
     )
+    fast, slow = (statistics.median(alone[k]) for k in ("streaming", "naive"))
     print(
-        f"    accumulation alone: streaming {alone['streaming'] * 1e3:.2f} ms, naive "
-        f"{alone['naive'] * 1e3:.1f} ms: {alone['naive'] / alone['streaming']:.0f}x faster; "
-        f"whole pass: {medians['naive per-sample'] / medians['with selectivity']:.2f}x faster"
+        f"    accumulation alone: streaming {fast * 1e3:.2f} ms, naive {slow * 1e3:.1f} ms: "
+        f"{slow / fast:.0f}x faster; whole pass: "
+        f"{medians['naive per-sample'] / medians['with selectivity']:.2f}x faster"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--resnet50-width", type=float, default=0.5)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import TINY, run_cli
 
 from vestige.config import RegularizerConfig, ResNetConfig
@@ -57,6 +59,29 @@ def test_at_alpha_zero_the_term_is_a_constant_zero_and_r_is_still_logged():
         term, logs = regularizer.penalty(IPE - 1, targets)
     assert term.item() == 0.0 and term.grad_fn is None
     assert logs["reg/alpha"].item() == 0.0 and logs["reg/R"].item() > 0.0
+
+
+def train_three_steps(regularizer: SelectivityRegularizer | None) -> list[torch.Tensor]:
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    images, targets = batch()
+    with regularizer.attach(model, IPE) if regularizer else nullcontext():
+        for step in range(3):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(images[step::3]), targets[step::3])
+            if regularizer:
+                loss = loss + regularizer.penalty(step, targets[step::3])[0]
+            loss.backward()
+            optimizer.step()
+    return [p.detach() for p in model.parameters()]
+
+
+def test_before_its_window_opens_the_regularizer_leaves_training_bitwise_unchanged():
+    plain = train_three_steps(None)
+    hooked = train_three_steps(
+        SelectivityRegularizer(RegularizerConfig("selectivity", alpha="-20@1ep"))
+    )
+    assert all(torch.equal(a, b) for a, b in zip(plain, hooked, strict=True))
 
 
 def test_hooks_are_removed_when_training_ends():

@@ -65,6 +65,10 @@ class DataConfig:
     channels: int = 3
     image_size: int = 32
     augment: bool = False  # train-split augmentation (random crop/flip, or RandomResizedCrop)
+    randaugment: bool = False  # with augment: RandAugment(2 ops, magnitude 9), uint8 images
+    random_erasing: float = 0.0  # with augment: probability of random erasing
+    mixup: float = 0.0  # Mixup alpha on training batches (0: off)
+    cutmix: float = 0.0  # CutMix alpha on training batches (0: off); both: one per batch
     train_limit: int | None = None  # first N training images (a laptop-scale subset)
     eval_limit: int | None = None
     eval_split: str = "test"  # which split evaluation and selectivity use
@@ -234,6 +238,14 @@ def validate(cfg: Any, world_size: int = 1) -> None:
     for key in ("num_classes", "channels", "image_size"):
         if getattr(cfg.data, key) <= 0:
             fail(f"data.{key}", getattr(cfg.data, key), "use a positive integer")
+    d = cfg.data
+    if (d.randaugment or d.random_erasing) and not d.augment:
+        fail("data.augment", d.augment, "RandAugment and random erasing need data.augment=true")
+    if d.randaugment and d.name == "synthetic":
+        fail("data.randaugment", True, "RandAugment needs uint8 images: not data=synthetic")
+    for key in ("random_erasing", "mixup", "cutmix"):
+        if getattr(d, key) < 0 or (key == "random_erasing" and d.random_erasing > 1):
+            fail(f"data.{key}", getattr(d, key), "use 0 (off) or a positive value (erasing: <= 1)")
     for key in ("train_limit", "eval_limit"):
         value = getattr(cfg.data, key)
         if value is not None and value <= 0:

@@ -16,7 +16,7 @@ from torchvision import datasets
 from torchvision.datasets.folder import default_loader
 
 from vestige.config import DataConfig
-from vestige.data.splits import DataSplits, assemble_splits, data_root
+from vestige.data.splits import DataSplits, assemble_splits, data_root, train_augmentation
 from vestige.data.tensors import Labelled, tensor_splits
 from vestige.data.transforms import Normalise, Transform, folder_transform
 from vestige.errors import ConfigError
@@ -107,7 +107,9 @@ def build_image_folder(cfg: DataConfig, seed: int) -> DataSplits:
     normalise = Normalise(IMAGENET_MEAN, IMAGENET_STD, 3)
 
     def load(train_images: bool, augment: bool) -> LabelledFiles:
-        transform = folder_transform(normalise, cfg.image_size, augment)
+        transform = folder_transform(
+            normalise, cfg.image_size, train_augmentation(cfg) if augment else None
+        )
         return LabelledFiles(splits[train_images], transform)
 
     return assemble_splits(cfg, seed, load, len(classes), 3, cfg.image_size)

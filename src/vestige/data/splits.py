@@ -10,7 +10,7 @@ from pathlib import Path
 from torch.utils.data import Dataset, Subset
 
 from vestige.config import DataConfig
-from vestige.data.transforms import SeededTrainSet
+from vestige.data.transforms import Augmentation, SeededTrainSet
 from vestige.errors import ConfigError
 
 EVAL_SPLITS = ("test", "train")
@@ -37,6 +37,10 @@ def data_root(cfg: DataConfig) -> Path:
     return Path(cfg.root).expanduser()
 
 
+def train_augmentation(cfg: DataConfig) -> Augmentation:
+    return Augmentation(cfg.randaugment, cfg.random_erasing)
+
+
 def first(dataset: Dataset, limit: int | None) -> Dataset:
     """The first `limit` items (a laptop-scale subset), or all of them."""
     if limit is None or limit >= len(dataset):
@@ -57,6 +61,6 @@ def assemble_splits(
         raise ConfigError(
             f"data.eval_split={cfg.eval_split!r} is invalid: choose {' or '.join(EVAL_SPLITS)}"
         )
-    train = SeededTrainSet(first(load(True, cfg.augment), cfg.train_limit), seed)
+    train = SeededTrainSet(first(load(True, cfg.augment), cfg.train_limit), seed, cfg.augment)
     evaluation = first(load(cfg.eval_split == "train", False), cfg.eval_limit)
     return DataSplits(train, evaluation, num_classes, channels, image_size)

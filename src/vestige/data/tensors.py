@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vestige.config import DataConfig
-from vestige.data.splits import DataSplits, assemble_splits
+from vestige.data.splits import DataSplits, assemble_splits, train_augmentation
 from vestige.data.transforms import Normalise, Transform, small_image_transform
 
 Labelled = tuple[torch.Tensor, torch.Tensor]  # N x C x H x W images, N int64 labels
@@ -56,7 +56,8 @@ def tensor_splits(
     normalise = Normalise(mean, std, channels)
 
     def load(train_images: bool, augment: bool) -> TensorImages:
-        transform = small_image_transform(normalise, images.shape[-1], cfg.image_size, augment)
+        augmentation = train_augmentation(cfg) if augment else None
+        transform = small_image_transform(normalise, images.shape[-1], cfg.image_size, augmentation)
         return TensorImages(*(train if train_images else test), transform)
 
     return assemble_splits(cfg, seed, load, num_classes, channels, cfg.image_size)

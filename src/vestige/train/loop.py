@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from vestige.data import build_datasets
+from vestige.data.transforms import batch_mixing
 from vestige.errors import ConfigError
 from vestige.models import build_model
 from vestige.rundir import RunDir
@@ -142,6 +143,7 @@ class Training:
         seed_everything(derive_seed(cfg.seed, "init"))
         splits = build_datasets(cfg.data, derive_seed(cfg.seed, "augment"))
         self.train_set = splits.train
+        self.mixing = batch_mixing(cfg.data.mixup, cfg.data.cutmix, splits.num_classes)
         self.dataset_shape = {
             "num_classes": splits.num_classes,
             "channels": splits.channels,
@@ -288,6 +290,8 @@ class Training:
         if self.channels_last and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         targets = targets.to(self.device, non_blocking=True)
+        # Mixup/CutMix: the loss sees soft targets; accuracy and regularizers the true labels
+        inputs, soft = self.mixing(inputs, targets) if self.mixing else (inputs, targets)
         accum = self.cfg.trainer.grad_accum
         cast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -295,15 +299,17 @@ class Training:
             else nullcontext()
         )
         self.optimizer.zero_grad(set_to_none=True)
-        for i, (x, y) in enumerate(zip(inputs.chunk(accum), targets.chunk(accum), strict=True)):
+        chunks = zip(inputs.chunk(accum), targets.chunk(accum), soft.chunk(accum), strict=True)
+        for i, (x, y, y_loss) in enumerate(chunks):
             last = i == accum - 1
             sync = nullcontext() if last or self.world == 1 else self.ddp_model.no_sync()
             with sync:
                 with cast:
                     logits = self.ddp_model(x)
-                    loss = F.cross_entropy(
-                        logits.float(), y, label_smoothing=self.cfg.trainer.label_smoothing
+                    cross_entropy = F.cross_entropy(
+                        logits.float(), y_loss, label_smoothing=self.cfg.trainer.label_smoothing
                     )
+                    loss = cross_entropy
                     for regularizer in self.regularizers:
                         term, logs = regularizer.penalty(self.step, y)
                         loss = loss + term
@@ -311,7 +317,8 @@ class Training:
                             self.sums.add(key, value.detach().double() / accum)
                 (loss / accum).backward()
             with torch.no_grad():
-                self.sums.add("loss", loss.detach().double() * len(y))
+                # train_loss is the cross-entropy alone; regularizers log their own terms
+                self.sums.add("loss", cross_entropy.detach().double() * len(y))
                 self.sums.add("correct", (logits.argmax(1) == y).sum())
                 self.sums.add("count", len(y))
         self.sums.add("steps", 1)
