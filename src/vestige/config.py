@@ -136,7 +136,8 @@ class SelectivityConfig:
     eps: float = 1e-6
     # ViT MLP units: GELU outputs can be slightly negative (reference/convit.md §7);
     # keep them, clamp them at 0, or take absolute values before averaging over tokens
-    negative: str = "keep"  # keep | clamp | abs
+    # (a no-op after ReLU, so clamp is the default for every architecture)
+    negative: str = "clamp"  # keep | clamp | abs
 
 
 @dataclass
@@ -158,6 +159,7 @@ class AnalysisConfig:
     name: str = "selectivity"
     snapshots: list[str] | None = None  # snapshot rules as in checkpoint.snapshots; null: all
     batch_size: int = 256
+    images: int = 1024  # analysis=attention: images averaged for nonlocality (convit.md §6)
 
 
 @dataclass
@@ -325,6 +327,10 @@ def _validate_analysis(cfg: Any) -> None:
         )
     if cfg.analysis is None:
         raise ConfigError(f"analysis=None is invalid: choose one of {', '.join(sorted(ANALYSES))}")
+    if cfg.analysis.images <= 0:
+        raise ConfigError(
+            f"analysis.images={cfg.analysis.images} is invalid: use a positive number"
+        )
     if cfg.analysis.batch_size <= 0:
         raise ConfigError(
             f"analysis.batch_size={cfg.analysis.batch_size} is invalid: use a positive size"

@@ -76,10 +76,12 @@ class Run:
             self.config.model, data["num_classes"], data["channels"], data["image_size"]
         )
 
-    def selectivity(self, units: str = "block_output") -> dict[str, np.ndarray]:
+    def selectivity(
+        self, units: str = "block_output", negative: str = "clamp"
+    ) -> dict[str, np.ndarray]:
         """Per-unit selectivity at every measured snapshot, one row per (snapshot, unit):
         columns step, epoch, layer, stage, block, channel, si, preferred_class."""
-        store = SelectivityStore(self.path, units)
+        store = SelectivityStore(self.path, units, negative)
         if not store.steps():
             raise ConfigError(
                 f"run {self.path.name} has no {units} selectivity yet: run "

@@ -12,7 +12,7 @@ Per run, rebuilt by `finish`: `gates.csv`, `nonlocality.csv` (step, epoch, layer
 `gates.png`, `nonlocality.png` (mean over heads per layer vs epoch; no `gates.png` for DeiT).
 
 Nonlocality is measured on each layer's real input: the maps are those recorded during ordinary
-forwards of the first `NONLOCALITY_IMAGES` images of the evaluation split (fewer if it is smaller),
+forwards of the first `analysis.images` images of the evaluation split (fewer if it is smaller),
 not raw patch embeddings fed to every layer (the bug §6 warns about).
 """
 
@@ -170,7 +170,9 @@ class AttentionAnalysis:
         )
 
     def analyze(self, snapshot: Snapshot, model: nn.Module) -> dict[str, float]:
-        summary = measure_attention(model, self.ctx.eval_loader, self.ctx.device)
+        summary = measure_attention(
+            model, self.ctx.eval_loader, self.ctx.device, self.ctx.cfg.analysis.images
+        )
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,

@@ -21,7 +21,7 @@ class SelectivityAnalysis:
     def __init__(self, ctx: AnalysisContext) -> None:
         self.ctx = ctx
         self.settings = ctx.cfg.selectivity
-        self.store = SelectivityStore(ctx.run.path, self.settings.units)
+        self.store = SelectivityStore(ctx.run.path, self.settings.units, self.settings.negative)
 
     def done_steps(self) -> set[int]:
         return set(self.store.steps()) if (self.store.folder / "units.npz").exists() else set()

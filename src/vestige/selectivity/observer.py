@@ -21,7 +21,7 @@ from vestige.train import distributed
 
 class SelectivityObserver:
     def __init__(self, cfg: SelectivityConfig, run: RunDir) -> None:
-        self.cfg, self.store = cfg, SelectivityStore(run.path, cfg.units)
+        self.cfg, self.store = cfg, SelectivityStore(run.path, cfg.units, cfg.negative)
         self.layers: list[UnitLayer] = []
         self.num_classes = 0
 

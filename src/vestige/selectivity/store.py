@@ -4,7 +4,9 @@
     selectivity/step_N.npz         si (float32), preferred_class (int32) per unit, step, epoch
     selectivity/summary.csv        one row per snapshot and stage (+ stage "all": network mean)
 
-Units other than the default block outputs go to `selectivity-<units>/`. Aggregates follow
+Other settings than the defaults (block outputs, negative values clamped) go to
+`selectivity-<units>-<negative>/` (each part only when it differs), so results measured
+differently never mix. Aggregates follow
 reference/class-selectivity.md §2: block mean over units, stage mean over blocks, network mean
 over stages.
 """

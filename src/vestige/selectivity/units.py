@@ -127,9 +127,11 @@ def unit_activations(output: Tensor, layer: UnitLayer, negative: str = "keep") -
     """(B, units): a conv channel's spatial mean (§2), a token unit's mean over patch tokens.
 
     `negative` treats each element before the mean (reference/convit.md §7): `keep` the values
-    as they are, `clamp` them at 0 or take their `abs`. After a ReLU all three agree; they differ
-    for GELU, whose outputs go down to about -0.17.
+    as they are, `clamp` them at 0 or take their `abs`. After a ReLU all three agree, so conv
+    units (which follow one) skip it; they differ for GELU, whose outputs go down to about -0.17.
     """
+    if output.dim() == 4:
+        return output.mean(dim=(2, 3))
     if negative == "clamp":
         output = output.clamp(min=0)
     elif negative == "abs":
@@ -138,8 +140,6 @@ def unit_activations(output: Tensor, layer: UnitLayer, negative: str = "keep") -
         raise ConfigError(
             f"negative={negative!r} is not known; use one of {', '.join(NEGATIVE_CHOICES)}"
         )
-    if output.dim() == 4:
-        return output.mean(dim=(2, 3))
     if output.dim() == 3:
         return output[:, layer.leading_tokens :].mean(dim=1)
     return output
