@@ -34,10 +34,11 @@ def _npz(**arrays: np.ndarray) -> bytes:
 
 
 class SelectivityStore:
-    def __init__(self, run_path: Path, units: str = "block_output") -> None:
-        self.folder = run_path / (
-            "selectivity" if units == "block_output" else f"selectivity-{units}"
-        )
+    def __init__(
+        self, run_path: Path, units: str = "block_output", negative: str = "clamp"
+    ) -> None:
+        parts = [p for p, default in ((units, "block_output"), (negative, "clamp")) if p != default]
+        self.folder = run_path / "-".join(["selectivity", *parts])
 
     def write_units(self, layers: list[UnitLayer]) -> None:
         atomic_write_bytes(self.folder / "units.npz", _npz(**unit_table(layers)))
