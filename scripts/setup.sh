@@ -16,7 +16,9 @@ stamp="$root/.venv/.vestige-installed"
 wanted="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "installing vestige and its dependencies into .venv (torch==2.14.1, torchvision==0.29.1)"
-  "$root/.venv/bin/python" -m pip install --quiet --upgrade pip
-  "$root/.venv/bin/python" -m pip install --quiet -e "$root[test]"
+  # (some machines' pip.conf names local indexes that may be absent: drop those warnings)
+  quiet_pip() { "$root/.venv/bin/python" -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+  quiet_pip --upgrade pip
+  quiet_pip -e "$root[test]"
   echo "$wanted" > "$stamp"
 fi
