@@ -26,11 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 import vestige
 from vestige.config import register_configs, validate
 from vestige.errors import ConfigError
+from vestige.launch.signals import StopRequest
 from vestige.plugins import build_observers, build_regularizers
 from vestige.preflight import CONF_DIR, preflight
 from vestige.rundir import RunDir, atomic_write_text, identity, register_resolvers, run_hash
 from vestige.train import distributed
-from vestige.train.loop import Training, TrainingDiverged
+from vestige.train.loop import Preempted, Training, TrainingDiverged
 from vestige.train.metrics import read_metrics
 from vestige.train.progress import Reporter, print_summary
 
@@ -76,7 +77,8 @@ def train(cfg: DictConfig) -> None:
                 read_metrics(run.metrics), f"{run.path.name} (complete)", cfg.trainer.progress
             )
         return
-    with run.exclusive() if main else nullcontext():
+    stop = StopRequest()
+    with stop.installed(), run.exclusive() if main else nullcontext():
         fresh = not run.info.exists()
         try:
             training = Training(
@@ -85,6 +87,7 @@ def train(cfg: DictConfig) -> None:
                 build_observers(cfg, run),
                 build_regularizers(cfg),
                 Reporter(cfg.trainer.progress, enabled=main),
+                should_stop=stop.requested,
             )
         except ConfigError:
             if main and fresh:
@@ -113,6 +116,18 @@ def train(cfg: DictConfig) -> None:
             if main:
                 run.update_info(status="diverged")
             raise
+        except Preempted as stopped:
+            requeued = False
+            if main:
+                run.update_info(status="preempted", steps=stopped.step)
+                requeued = stop.requeue()
+                cause = stop.received.name if stop.received else "a signal to another rank"
+                print(
+                    f"{cause}: stopped at step {stopped.step} with the resume state "
+                    f"saved in {run.path}; "
+                    + ("the job is requeued" if requeued else "the same command continues")
+                )
+            sys.exit(stop.exit_code(requeued))
         if main:
             run.update_info(status="complete", steps=training.total)
             print_summary(rows, run.path.name, cfg.trainer.progress)

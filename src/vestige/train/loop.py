@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,23 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Preempted(Exception):
+    """Training stopped on request before its end; the resume state at `step` is saved."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped at step {step}")
+        self.step = step
+
+
+# Under DDP the ranks agree on stopping through an all-reduce, every this many steps; a single
+# process checks its own flag every step.
+STOP_CHECK_EVERY = 10
+
+
+def never() -> bool:
+    return False
 
 
 def select_device(name: str) -> torch.device:
@@ -121,6 +139,7 @@ class Training:
         observers: list[Observer],
         regularizers: list[Regularizer],
         reporter: Reporter,
+        should_stop: Callable[[], bool] = never,
     ) -> None:
         self.cfg, self.run_dir, self.observers, self.regularizers = (
             cfg,
@@ -129,6 +148,7 @@ class Training:
             regularizers,
         )
         self.reporter = reporter
+        self.should_stop = should_stop
         self.device = select_device(cfg.device)
         distributed.init_process_group(self.device)
         self.rank, self.world = distributed.rank(), distributed.world_size()
@@ -283,7 +303,23 @@ class Training:
                 self.save_resume()
             if self.step >= self.total:
                 break
+            if self.stop_agreed():
+                self.stop_early()
             started = time.perf_counter()
+
+    def stop_agreed(self) -> bool:
+        """Whether any rank was asked to stop; all ranks answer alike, so they stop together."""
+        if self.world == 1:
+            return self.should_stop()
+        if self.step % STOP_CHECK_EVERY:
+            return False
+        flag = torch.tensor(float(self.should_stop()), device=self.device)
+        return distributed.all_reduce_sum(flag).item() > 0
+
+    def stop_early(self) -> None:
+        if self.step not in self.resume_steps:
+            self.save_resume()
+        raise Preempted(self.step)
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         inputs = inputs.to(self.device, non_blocking=True)
