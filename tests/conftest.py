@@ -47,6 +47,13 @@ def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
+def finished_run(args: list[str], folder: Path) -> Path:
+    """Train `args` to the end in `folder/run` and return that run directory."""
+    result = run_cli([*args, f"hydra.run.dir={folder / 'run'}"], folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "run"
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """An empty folder to run in; runs land in its outputs/."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli, start_cli
+from conftest import TINY, finished_run, run_cli, start_cli
 
 # Resume states every 2 iterations, so a kill often lands in the middle of writing one.
 RUN = [
@@ -56,10 +56,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The uninterrupted run."""
-    folder = tmp_path_factory.mktemp("reference")
-    result = run_cli([*RUN, f"hydra.run.dir={folder / 'run'}"], folder)
-    assert result.returncode == 0, result.stderr
-    return folder / "run"
+    return finished_run(RUN, tmp_path_factory.mktemp("reference"))
 
 
 def kill_when(process, condition, delay: float) -> None:

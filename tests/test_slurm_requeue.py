@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli, start_cli
+from conftest import TINY, finished_run, run_cli, start_cli
 from test_resume import assert_same_run
 from test_slurm_local import slurm_cluster  # noqa: F401  (the fixture that skips without SLURM)
 
@@ -42,10 +42,7 @@ JOB_TIMEOUT_S = 150
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The same training, uninterrupted and outside SLURM."""
-    folder = tmp_path_factory.mktemp("reference")
-    result = run_cli([*RUN, f"hydra.run.dir={folder / 'run'}"], folder)
-    assert result.returncode == 0, result.stderr
-    return folder / "run"
+    return finished_run(RUN, tmp_path_factory.mktemp("reference"))
 
 
 def slurm_env() -> dict[str, str]:
