@@ -101,14 +101,12 @@ class RunningSums:
         totals = {key: value.item() for key, value in self.summed_over_ranks().items()}
         if not totals:
             return {"train_loss": None, "train_acc": None}
-        count, steps = totals.pop("count"), totals.pop("steps") / distributed.world_size()
+        count, steps = totals.pop("count"), totals.pop("steps")  # steps: summed over ranks
         means = {
             "train_loss": totals.pop("loss") / count,
             "train_acc": totals.pop("correct") / count,
         }
-        return means | {
-            key: value / (steps * distributed.world_size()) for key, value in totals.items()
-        }
+        return means | {key: value / steps for key, value in totals.items()}
 
     def state_dict(self) -> dict[str, Any]:
         """The sums of all ranks (a collective), so that rank 0 alone can save them."""
@@ -222,8 +220,8 @@ class Training:
 
     # -- resume ------------------------------------------------------------------------------
 
-    def restore(self) -> bool:
-        """Continue from the newest intact resume state; returns whether one was found.
+    def restore(self) -> None:
+        """Continue from the newest intact resume state, if there is one (or a fork's parent's).
 
         Files written after that state (metrics rows, snapshots) belong to a trajectory that is
         being recomputed and are dropped first, so nothing is duplicated.
@@ -240,7 +238,7 @@ class Training:
             metrics.trim_after(self.run_dir.metrics, step)
             checkpoint.drop_snapshots_after(self.run_dir, step)
         if state is None:
-            return False
+            return
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -248,7 +246,6 @@ class Training:
         checkpoint.set_rng_state(state["rng"])
         self.step = step
         log.info("resumed %s at step %d", self.run_dir.path, step)
-        return True
 
     def resume_state(self) -> dict[str, Any]:
         return {
