@@ -63,9 +63,22 @@ def test_summary_table_has_a_row_per_snapshot_and_stage_matching_the_metrics(run
         assert network[row["step"]] == pytest.approx(row["si/mean"], rel=1e-5)
 
 
-def test_analyze_without_a_run_is_one_clear_error(tmp_path):
+def test_analyze_without_a_run_of_this_config_is_one_clear_error(tmp_path):
     result = run_cli(["task=analyze", "analysis=selectivity"], tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: run=None is invalid: task=analyze needs run=<a run directory with config.yaml>"
-    ]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: run=None is invalid: this config's run (")
+    assert line.endswith(
+        "has not been trained; train it first (the same command without "
+        "task=analyze), or set run=<a run directory>"
+    )
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_analyze_without_run_analyses_the_run_its_config_trains(tmp_path):
+    trained = run_cli([*TINY, "trainer.epochs=1"], tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    result = run_cli([*TINY, "trainer.epochs=1", "task=analyze", "analysis=selectivity"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert f"of {run.name} to do" in result.stdout

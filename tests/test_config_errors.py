@@ -21,6 +21,11 @@ MISTAKES = {
     "sched=cosine sched.warmup=5minutes": "sched.warmup='5minutes'",
     "data=cifar10": "data.root",
     "device=tpu": "device='tpu'",
+    "hydra/launcher=slurm hydra.launcher.partiton=gpu": "hydra.launcher.partiton",
+    "hydra/launcher=slurm hydra.launcher.nodes=two": "hydra.launcher.nodes",
+    "hydra/launcher=slrum": "hydra/launcher='slrum'",
+    "task=collect sweep=/no/such/sweep": "sweep='/no/such/sweep'",
+    "analysis.linearity.images=5": "add analysis=<ablation | attention | linearity | selectivity>",
 }
 
 

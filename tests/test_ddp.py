@@ -165,6 +165,26 @@ def test_two_rank_run_resumed_mid_epoch_ends_like_the_uninterrupted_one(resnet_r
     assert all(torch.equal(weights[key], expected[key]) for key in expected)
 
 
+def test_stochastic_depth_resumes_on_two_ranks_with_each_ranks_own_random_stream(tmp_path):
+    """Each rank draws its own drop-path masks; a resume restores every rank's stream, so a
+    run restarted at step 6 ends bitwise like the uninterrupted one."""
+    tiny = [arg for arg in RESNET if not arg.startswith("model.")]
+    args = [*tiny, *NO_BATCHNORM[:-1], "model.drop_path=0.5"]
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    result = torchrun(["-m", "vestige.run", *args, f"hydra.run.dir={uninterrupted}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shutil.copytree(uninterrupted, resumed)
+    for path in (resumed / "checkpoints" / "resume").iterdir():
+        if int(path.stem.removeprefix("step_")) > 6:
+            path.unlink()
+    RunDir(resumed).update_info(status="running")
+    result = torchrun(["-m", "vestige.run", *args, f"hydra.run.dir={resumed}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed {resumed} at step 6" in (resumed / "log.txt").read_text()
+    weights, expected = final_weights(resumed), final_weights(uninterrupted)
+    assert all(torch.equal(weights[key], expected[key]) for key in expected)
+
+
 def single_process_measurement(run_dir: Path, step: int) -> tuple[dict, dict]:
     """Evaluation and selectivity of the run's snapshot at `step`, by one process, whole split."""
     cfg = OmegaConf.load(run_dir / "config.yaml")

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from vestige.errors import ConfigError
 from vestige.step import Step, parse_snapshot_spec
 
-TASKS = ("train", "analyze")
+TASKS = ("train", "analyze", "collect", "report")
 
 
 @dataclass
@@ -108,6 +108,7 @@ class TrainerConfig:
     eval_batch_size: int = 256
     label_smoothing: float = 0.0
     grad_accum: int = 1
+    sync_batchnorm: bool = False  # under DDP on CUDA: BatchNorm statistics over the global batch
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     channels_last: str = "auto"  # auto (on CUDA) | "true" | "false"
     deterministic: bool = False
@@ -153,6 +154,57 @@ class RegularizerConfig:
 
 
 @dataclass
+class AblationConfig:
+    """analysis=ablation: which block-output units are silenced, how, and what they are compared
+    with (reference/class-selectivity.md §4)."""
+
+    stages: list[str] | None = None  # null: every stage, one at a time
+    # channels silenced per block: null = the paper's grid per stage of C channels (0..C/2 in
+    # steps of 15, then C/2..C in steps of 40, and C); or counts such as [0, 16, 64] (> C: C)
+    k: list[int] | None = None
+    k_fractions: list[float] | None = None  # instead of k: fractions of C, e.g. [0, 0.5, 1]
+    value: str = "zero"  # zero | mean (each unit's mean over the ranking images)
+    scope: str = "stage"  # stage: all blocks of a stage at once | block: each alone | unit
+    top_units: int = 16  # scope=unit: the N most selective (and N random) units of each block
+    random_draws: int = 5  # fixed seeded random subsets per block, the same at every snapshot
+    # same: rank and evaluate on the whole eval split, as the public code does; heldout: rank on
+    # its even-numbered images, evaluate on the odd-numbered ones
+    split: str = "same"
+    masks_per_forward: int = 1  # ablations run as one batched forward (speed and memory only)
+
+
+LINEARITY_PROBES = ("linearized", "linear_classifier", "relu_flips")
+
+
+@dataclass
+class LinearClassifierConfig:
+    """The softmax regression on flattened images that analysis=linearity compares the network
+    with (Kalimeris et al. 2019), trained once per run and cached with these settings."""
+
+    epochs: int = 10
+    lr: float = 1e-3  # AdamW from zero weights
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    train_images: int | None = None  # a seeded random subset of the training split; null: all
+
+
+@dataclass
+class LinearityConfig:
+    """analysis=linearity: how close the network is to a linear regime, three ways
+    (reference/class-selectivity.md §5, unconfirmed which one the paper used)."""
+
+    probes: list[str] = field(default_factory=lambda: list(LINEARITY_PROBES))
+    images: int | None = None  # the first N images of the eval split (one fixed set); null: all
+    # each snapshot is paired with (linearised around, ReLU states compared with): `previous`,
+    # the chosen snapshot before it; or one fixed snapshot by its step, e.g. 0it
+    base: str = "previous"
+    # BatchNorm running statistics in the expansion: expand (with the weights) | base (kept at
+    # the base snapshot's values), see vestige.analysis.linearized
+    buffers: str = "expand"
+    classifier: LinearClassifierConfig = field(default_factory=LinearClassifierConfig)
+
+
+@dataclass
 class AnalysisConfig:
     """task=analyze: which analysis, over which snapshots of `run`."""
 
@@ -160,6 +212,16 @@ class AnalysisConfig:
     snapshots: list[str] | None = None  # snapshot rules as in checkpoint.snapshots; null: all
     batch_size: int = 256
     images: int = 1024  # analysis=attention: images averaged for nonlocality (convit.md §6)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    linearity: LinearityConfig = field(default_factory=LinearityConfig)
+
+
+@dataclass
+class ReportConfig:
+    """task=report: where the page and its figures go, and the page's title."""
+
+    out: str | None = None  # null: <run>/report for one run, <outputs>/reports/<hash> for several
+    title: str | None = None  # null: the run's name, or how many runs and conditions
 
 
 @dataclass
@@ -169,6 +231,8 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     outputs: str = "outputs"
     run: str | None = None  # task=analyze/report: the run directory to work on
+    sweep: str | None = None  # task=collect/report: a sweep directory (outputs/sweeps/<name>)
+    runs: list[str] | None = None  # task=report: several run directories (seeds grouped)
     model: Any = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -178,6 +242,7 @@ class RunConfig:
     selectivity: SelectivityConfig = field(default_factory=SelectivityConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     analysis: AnalysisConfig | None = None
+    report: ReportConfig = field(default_factory=ReportConfig)
     # start from another run's full state: fork.from=<run dir> fork.at=5ep (see train/fork.py)
     fork: dict[str, str | None] = field(default_factory=lambda: {"from": None, "at": None})
 
@@ -191,13 +256,18 @@ def register_configs() -> None:
     cs.store(group="analysis", name="analysis_schema", node=AnalysisConfig)
 
 
-# Keys that change how a run is carried out or shown, never what it computes: left out of the
-# run's identity so that, e.g., a different progress style resumes the same run directory.
+# Keys (or whole sections: `analysis`, `report`) that change how a run is carried out, shown or
+# analysed, never what its training computes: left out of the run's identity so that, e.g., a
+# different progress style resumes the same run directory.
 NON_IDENTITY_KEYS = frozenset(
     {
         "task",
         "outputs",
         "run",
+        "sweep",
+        "runs",
+        "analysis",
+        "report",
         "device",
         "data.root",
         "data.num_workers",
@@ -225,6 +295,12 @@ def validate(cfg: Any, world_size: int = 1) -> None:
         fail("task", cfg.task, f"choose one of {', '.join(TASKS)}")
     if cfg.task == "analyze":
         _validate_analysis(cfg)
+    if cfg.task == "collect":
+        _validate_collect(cfg)
+    if cfg.task == "report":
+        from vestige.report.inputs import report_runs
+
+        report_runs(cfg)
     if cfg.model.name not in MODELS:
         fail("model", cfg.model.name, f"choose one of {', '.join(sorted(MODELS))}")
     if cfg.data.name not in DATASETS:
@@ -318,12 +394,27 @@ def validate(cfg: Any, world_size: int = 1) -> None:
         fail("device", cfg.device, "choose auto, cpu, cuda or cuda:N")
 
 
+def _validate_collect(cfg: Any) -> None:
+    if cfg.sweep is None or not Path(cfg.sweep).expanduser().is_dir():
+        raise ConfigError(
+            f"sweep={cfg.sweep!r} is invalid: task=collect needs sweep=<a sweep directory, "
+            "e.g. outputs/sweeps/<name>, or any folder holding run directories>"
+        )
+
+
 def _validate_analysis(cfg: Any) -> None:
     from vestige.analysis import ANALYSES
+    from vestige.rundir import analysed_run
 
-    if cfg.run is None or not (Path(cfg.run).expanduser() / "config.yaml").is_file():
+    run = analysed_run(cfg)
+    if cfg.run is not None and not (run / "config.yaml").is_file():
         raise ConfigError(
             f"run={cfg.run!r} is invalid: task=analyze needs run=<a run directory with config.yaml>"
+        )
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(
+            f"run=None is invalid: this config's run ({run}) has not been trained; train it "
+            "first (the same command without task=analyze), or set run=<a run directory>"
         )
     if cfg.analysis is None:
         raise ConfigError(f"analysis=None is invalid: choose one of {', '.join(sorted(ANALYSES))}")
@@ -340,6 +431,84 @@ def _validate_analysis(cfg: Any) -> None:
             parse_snapshot_spec(spec)
         except ValueError as err:
             raise ConfigError(f"analysis.snapshots[{i}]={spec!r} is invalid: {err}") from None
+    if cfg.analysis.name == "ablation":
+        _validate_ablation(cfg)
+    if cfg.analysis.name == "linearity":
+        _validate_linearity(cfg.analysis.linearity)
+
+
+def _validate_ablation(cfg: Any) -> None:
+    """The ablation settings, and that the run is a ResNet: its units are block outputs."""
+    from vestige.models.resnet import ARCHITECTURES
+
+    settings = cfg.analysis.ablation
+
+    def fail(key: str, value: Any, fix: str) -> None:
+        value = list(value) if isinstance(value, ListConfig) else value
+        raise ConfigError(f"analysis.ablation.{key}={value!r} is invalid: {fix}")
+
+    from vestige.rundir import analysed_run
+
+    run = analysed_run(cfg)
+    model = OmegaConf.load(run / "config.yaml").model.name
+    if model not in ARCHITECTURES:
+        raise ConfigError(
+            f"analysis=ablation needs a ResNet run (it silences block outputs); "
+            f"run={run} is {model}"
+        )
+    stages = ("layer1", "layer2", "layer3", "layer4")  # a ResNet's stages
+    if settings.stages is not None and not set(settings.stages) <= set(stages):
+        fail("stages", settings.stages, f"choose among {', '.join(stages)}, or null for all")
+    if settings.stages is not None and not settings.stages:
+        fail("stages", settings.stages, "name at least one stage, or null for all")
+    if settings.k is not None and settings.k_fractions is not None:
+        fail("k", settings.k, "set k (channel counts) or k_fractions, not both")
+    if settings.k is not None and (not settings.k or min(settings.k) < 0):
+        fail("k", settings.k, "use channel counts >= 0 such as [0, 16, 64], or null: paper grid")
+    fractions = settings.k_fractions
+    if fractions is not None and (not fractions or not all(0 <= f <= 1 for f in fractions)):
+        fail("k_fractions", fractions, "use fractions of C in [0, 1] such as [0, 0.5, 1]")
+    for key, choices in (
+        ("value", ("zero", "mean")),
+        ("scope", ("stage", "block", "unit")),
+        ("split", ("same", "heldout")),
+    ):
+        if getattr(settings, key) not in choices:
+            fail(key, getattr(settings, key), f"choose {' or '.join(choices)}")
+    for key in ("random_draws", "top_units", "masks_per_forward"):
+        if getattr(settings, key) < 1:
+            fail(key, getattr(settings, key), "use 1 or more")
+
+
+def _validate_linearity(settings: Any) -> None:
+    from vestige.analysis.linearized import BUFFER_CHOICES
+
+    def fail(key: str, value: Any, fix: str) -> None:
+        value = list(value) if isinstance(value, ListConfig) else value
+        raise ConfigError(f"analysis.linearity.{key}={value!r} is invalid: {fix}")
+
+    probes = list(settings.probes)
+    if not probes or not set(probes) <= set(LINEARITY_PROBES) or len(set(probes)) < len(probes):
+        fail("probes", probes, f"choose one or more of {', '.join(LINEARITY_PROBES)}")
+    if settings.images is not None and settings.images <= 0:
+        fail("images", settings.images, "use a positive number of images, or null for all")
+    if settings.base != "previous":
+        try:
+            Step.parse(settings.base)
+        except ValueError as err:
+            fail("base", settings.base, f"use previous, or a snapshot's step: {err}")
+    if settings.buffers not in BUFFER_CHOICES:
+        fail("buffers", settings.buffers, f"choose {' or '.join(BUFFER_CHOICES)}")
+    c = settings.classifier
+    for key in ("epochs", "batch_size"):
+        if getattr(c, key) <= 0:
+            fail(f"classifier.{key}", getattr(c, key), "use a positive integer")
+    if c.lr <= 0:
+        fail("classifier.lr", c.lr, "use a positive learning rate such as 1e-3")
+    if c.weight_decay < 0:
+        fail("classifier.weight_decay", c.weight_decay, "use 0 or a positive value")
+    if c.train_images is not None and c.train_images <= 0:
+        fail("classifier.train_images", c.train_images, "use a positive number, or null for all")
 
 
 def _unknown_key(node: Any, prefix: str = "") -> str | None:

@@ -8,6 +8,7 @@ becomes one line naming the key, the value and the fix, with nothing written to 
 from __future__ import annotations
 
 import itertools
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vestige.config import describe_keys, register_configs, validate
 from vestige.errors import ConfigError
+from vestige.launch.sweep import with_preset_sweep
 from vestige.train.distributed import launched_world_size
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -97,21 +99,47 @@ def check_group_choices(point: list[str]) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: choose one of {', '.join(options)}")
 
 
-def compose_point(point: list[str]) -> Any:
-    """Compose one run's config with Hydra's own machinery; errors become one line."""
+def is_hydra_override(override: str) -> bool:
+    return override.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
+def compose_point(point: list[str], with_hydra: bool = False) -> Any:
+    """Compose one run's config with Hydra's own machinery; errors become one line.
+
+    `with_hydra` also composes the `hydra.*` overrides (launcher settings, for instance), to
+    check them; the `hydra` node is then left unresolved.
+    """
     check_group_choices(point)
     register_configs()
-    task_overrides = [o for o in point if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    overrides = point if with_hydra else [o for o in point if not is_hydra_override(o)]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=task_overrides)
-        OmegaConf.resolve(cfg)
+            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
+        if not with_hydra:
+            OmegaConf.resolve(cfg)
         return cfg
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(describe_composition_error(err)) from None
+    except AssertionError:  # OmegaConf's way of refusing a key under a section that is null
+        raise ConfigError(describe_key_under_empty_section(overrides)) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def describe_key_under_empty_section(overrides: list[str]) -> str:
+    """`analysis.ablation.k=[0]` without `analysis=ablation`: the section is null, so say which
+    group choice to add."""
+    for override in overrides:
+        key = override.lstrip("+~").partition("=")[0]
+        section = key.partition(".")[0]
+        if "." in key and (CONF_DIR / section).is_dir():
+            options = sorted(p.stem for p in (CONF_DIR / section).glob("*.yaml"))
+            return (
+                f"{key} is invalid here: no {section} is chosen, so it has no settings; "
+                f"add {section}=<{' | '.join(options)}>"
+            )
+    return f"could not apply the overrides {' '.join(overrides)}: check them one by one"
 
 
 def describe_composition_error(err: BaseException) -> str:
@@ -119,6 +147,11 @@ def describe_composition_error(err: BaseException) -> str:
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
     full_key = getattr(cause, "full_key", None)
+    schema = getattr(cause, "object_type", None)
+    if full_key and "not in" in str(cause) and str(full_key).startswith("hydra.") and schema:
+        known = ", ".join(f.name for f in fields(schema) if not f.name.startswith("_"))
+        parent = str(full_key).rpartition(".")[0]
+        return f"unknown config key '{full_key}': check its spelling; keys under {parent}: {known}"
     if full_key and "not in" in str(cause):
         return f"unknown config key '{full_key}': {describe_keys(str(full_key))}"
     if full_key:
@@ -129,9 +162,15 @@ def describe_composition_error(err: BaseException) -> str:
 
 def preflight(argv: list[str]) -> None:
     """Raise ConfigError for the first point of the command line that would fail."""
-    overrides, _, info = split_command_line(argv)
+    overrides, multirun, info = split_command_line(argv)
     if info:
         return
     world = launched_world_size()
-    for point in expand_sweep(overrides):
+    points = expand_sweep(overrides)
+    if multirun:  # a preset may define the sweep itself (hydra.sweeper.params)
+        params = compose_point(points[0], with_hydra=True).hydra.sweeper.params
+        points = expand_sweep(with_preset_sweep(overrides, params))
+    for point in points:
         validate(compose_point(point), world_size=world)
+    if any(is_hydra_override(o) for o in points[0]):
+        compose_point(points[0], with_hydra=True)

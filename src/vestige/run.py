@@ -27,6 +27,7 @@ import vestige
 from vestige.config import register_configs, validate
 from vestige.errors import ConfigError
 from vestige.launch.signals import StopRequest
+from vestige.launch.slurm import export_torch_environment
 from vestige.plugins import build_observers, build_regularizers
 from vestige.preflight import CONF_DIR, preflight
 from vestige.rundir import RunDir, atomic_write_text, identity, register_resolvers, run_hash
@@ -65,6 +66,15 @@ def versions() -> dict[str, Any]:
         if sha is None
         else bool(git("status", "--porcelain", "--untracked-files=no")),
     }
+
+
+def silence_log_file() -> None:
+    """Other ranks share rank 0's run directory but write nothing to it: drop the log file
+    handler before it opens the file (it is configured with `delay: true`)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def train(cfg: DictConfig) -> None:
@@ -110,6 +120,13 @@ def train(cfg: DictConfig) -> None:
                 iterations_per_epoch=training.iterations_per_epoch,
                 command=sys.argv,
             )
+        log.info(
+            "%s %s on %s, %d rank(s)",
+            "starting" if fresh else "continuing",
+            run.path,
+            training.device,
+            training.world,
+        )
         try:
             rows = training.run()
         except TrainingDiverged:
@@ -140,11 +157,26 @@ def analyze(cfg: DictConfig) -> None:
     analyze_run(cfg)
 
 
-TASKS = {"train": train, "analyze": analyze}
+def collect(cfg: DictConfig) -> None:
+    from vestige.report.collect import collect as collect_sweep
+
+    collect_sweep(Path(cfg.sweep).expanduser().resolve(), cfg.trainer.progress)
+
+
+def report(cfg: DictConfig) -> None:
+    from vestige.report.build import build_report
+
+    print(f"report: {build_report(cfg)}")
+
+
+TASKS = {"train": train, "analyze": analyze, "collect": collect, "report": report}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
+    export_torch_environment()  # SLURM tasks (srun, submitit) become DDP ranks
+    if distributed.launched_rank() != 0:
+        silence_log_file()
     try:
         validate(cfg, world_size=distributed.launched_world_size())
         TASKS[cfg.task](cfg)
@@ -163,9 +195,6 @@ def main() -> None:
         if distributed.local_rank() == 0:  # every rank finds the same error: say it once
             print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    if distributed.launched_rank() != 0:
-        # other ranks share rank 0's run directory but write nothing to it
-        sys.argv += ["hydra/job_logging=disabled"]
     hydra_main()
 
 

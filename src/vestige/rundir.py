@@ -61,7 +61,9 @@ def identity(cfg: DictConfig | dict) -> dict[str, Any]:
     return {
         key: value
         for key, value in sorted(flat.items())
-        if key not in NON_IDENTITY_KEYS and (key not in defaults or defaults[key] != value)
+        if key not in NON_IDENTITY_KEYS
+        and key.partition(".")[0] not in NON_IDENTITY_KEYS
+        and (key not in defaults or defaults[key] != value)
     }
 
 
@@ -76,22 +78,47 @@ def run_name(cfg: DictConfig | dict) -> str:
     return f"{tree['model']['name']}-{tree['data']['name']}-{run_hash(tree)}"
 
 
-def run_directory(cfg: DictConfig | dict, within_outputs: bool = False) -> str:
-    """Where a job works: training -> outputs/runs/<name>; an analysis -> the run it analyses.
+def run_directory(cfg: DictConfig | dict, absolute: bool = False) -> str:
+    """Where a job works: training -> outputs/runs/<name>; an analysis -> the run it analyses;
+    a report -> the folder it writes; a sweep's table -> the sweep.
 
-    With `within_outputs`, a training run's path is given relative to `outputs` (the form a
-    sweep's subdir takes, so sweep points land where single runs of the same config do).
+    `absolute` is the form a sweep's subdir takes: Hydra joins it to the sweep folder, and an
+    absolute path wins that join, so sweep points land where single runs of the same config do.
     """
     tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
-    if tree.get("task", "train") != "train" and tree.get("run"):
-        return str(Path(tree["run"]).expanduser().resolve())
-    relative = Path("runs") / run_name(tree)
-    return str(relative if within_outputs else Path(tree.get("outputs", "outputs")) / relative)
+    if tree.get("task") == "report":  # a report works in its own folder (report/inputs.py)
+        from vestige.report.inputs import report_folder
+
+        return str(report_folder(tree))
+    if tree.get("task", "train") != "train":
+        for key in ("run", "sweep"):
+            if tree.get(key):
+                return str(Path(tree[key]).expanduser().resolve())
+    path = Path(tree.get("outputs", "outputs")).expanduser() / "runs" / run_name(tree)
+    return str(path.resolve() if absolute else path)
+
+
+def analysed_run(cfg: DictConfig | dict) -> Path:
+    """The run a task=analyze works on: `run=`, or else the run this very config trains (so
+    `vestige-run experiment=X task=analyze` analyses what `vestige-run experiment=X` trained)."""
+    tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    if tree.get("run"):
+        return Path(tree["run"]).expanduser().resolve()
+    return Path(run_directory({**tree, "task": "train"})).resolve()
+
+
+def sweep_directory(outputs: str, overrides: list[str]) -> str:
+    """`outputs/sweeps/sweep-<hash>`, named by the sweep's overrides whatever their order, so
+    the same sweep submitted again finds the same folder (see launch/sweep.py)."""
+    blob = json.dumps(sorted(overrides))
+    name = f"sweep-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+    return str(Path(outputs).expanduser().resolve() / "sweeps" / name)
 
 
 def register_resolvers() -> None:
     """`${vestige_run_dir:}` (hydra.run.dir) and `${vestige_run_subdir:}` (hydra.sweep.subdir):
-    the directory named by the config, see `run_directory`."""
+    the directory named by the config, see `run_directory`; `${vestige_sweep_dir:}`
+    (hydra.sweep.dir): the sweep's own folder, see `sweep_directory`."""
 
     def task_tree(root: DictConfig) -> dict:
         task = {key: root[key] for key in root if key != "hydra"}
@@ -103,6 +130,10 @@ def register_resolvers() -> None:
         )
         OmegaConf.register_new_resolver(
             "vestige_run_subdir", lambda *, _root_: run_directory(task_tree(_root_), True)
+        )
+        OmegaConf.register_new_resolver(
+            "vestige_sweep_dir",
+            lambda *, _root_: sweep_directory(_root_.outputs, list(_root_.hydra.overrides.task)),
         )
 
 

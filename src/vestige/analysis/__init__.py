@@ -3,12 +3,16 @@ analysis=NAME`. Each analysis measures one snapshot at a time and skips the ones
 
 from __future__ import annotations
 
+from vestige.analysis.ablation import AblationAnalysis
 from vestige.analysis.attention import AttentionAnalysis
 from vestige.analysis.base import Analysis
+from vestige.analysis.linearity import LinearityAnalysis
 from vestige.analysis.selectivity import SelectivityAnalysis
 
 ANALYSES: dict[str, type[Analysis]] = {
+    "ablation": AblationAnalysis,
     "attention": AttentionAnalysis,
+    "linearity": LinearityAnalysis,
     "selectivity": SelectivityAnalysis,
 }
 

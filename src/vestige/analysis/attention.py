@@ -27,15 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from vestige.analysis.base import AnalysisContext
 from vestige.errors import ConfigError
 from vestige.models.convit import VARIANTS
 from vestige.models.gpsa import recording_attention, relative_offsets
+from vestige.report.plotting import colour, epoch_axis, panels, png_bytes
 from vestige.results import Snapshot
 from vestige.rundir import atomic_write_bytes, atomic_write_text
 
@@ -219,28 +217,23 @@ def _csv(rows: list[tuple[int, float, int, int, float]], value: str) -> str:
 
 
 def plot_layer_means(rows: list[tuple[int, float, int, int, float]], title: str) -> bytes:
-    """PNG (640 x 400) of the mean over heads vs epoch, one line per layer.
-
-    The epoch axis is logarithmic (linear below the first non-zero epoch, so step 0 shows) when
-    there are sub-epoch snapshots, where the early changes happen.
-    """
+    """PNG (640 x 400) of the mean over heads vs epoch, one line per layer, on the shared epoch
+    axis (report/plotting.py: logarithmic where there are sub-epoch snapshots)."""
     by_layer: dict[int, dict[float, list[float]]] = {}
     for _, epoch, layer, _, value in rows:
         by_layer.setdefault(layer, {}).setdefault(epoch, []).append(value)
-    figure = Figure(figsize=(6.4, 4.0), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    (axes,) = panels(1, size=(6.4, 4.0))
     for n, (layer, points) in enumerate(sorted(by_layer.items())):
         epochs = sorted(points)
-        colour = colormaps["viridis"](n / max(len(by_layer) - 1, 1))
         means = [float(np.mean(points[e])) for e in epochs]
-        axes.plot(epochs, means, marker=".", color=colour, label=f"layer {layer}")
-    positive = sorted({row[1] for row in rows if row[1] > 0})
-    if positive and positive[0] < 1:
-        axes.set_xscale("symlog", linthresh=positive[0])
-    axes.set_xlabel("epoch")
+        axes.plot(
+            epochs,
+            means,
+            marker=".",
+            color=colour(n, len(by_layer), "viridis"),
+            label=f"layer {layer}",
+        )
+    epoch_axis(axes, [row[1] for row in rows])
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=7, ncol=2)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(axes.figure)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -15,13 +15,15 @@ from vestige.results import Run, Snapshot
 @dataclass
 class AnalysisContext:
     """What an analysis may use: the run, the config of this command, the device, the run's
-    evaluation split and its number of classes."""
+    evaluation split, its number of classes, and the snapshots this command analyses (chosen by
+    `analysis.snapshots`, done or not, in step order)."""
 
     run: Run
     cfg: Any
     device: torch.device
     eval_loader: DataLoader
     num_classes: int
+    snapshots: list[Snapshot] = field(default_factory=list)
 
 
 class Analysis(Protocol):

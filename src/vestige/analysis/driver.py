@@ -11,6 +11,7 @@ from vestige.analysis import ANALYSES
 from vestige.analysis.base import AnalysisContext
 from vestige.data import build_datasets
 from vestige.results import load_run
+from vestige.rundir import analysed_run
 from vestige.step import snapshot_iterations
 from vestige.train.loop import select_device
 from vestige.train.seeding import derive_seed
@@ -19,19 +20,19 @@ log = logging.getLogger(__name__)
 
 
 def analyze_run(cfg: Any) -> None:
-    run = load_run(cfg.run)
+    run = load_run(analysed_run(cfg))
     data = run.config.data
     splits = build_datasets(data, derive_seed(run.config.seed, "augment"))
     device = select_device(cfg.device)
     loader = DataLoader(splits.eval, cfg.analysis.batch_size, num_workers=data.num_workers)
-    analysis = ANALYSES[cfg.analysis.name](
-        AnalysisContext(run, cfg, device, loader, splits.num_classes)
-    )
     snapshots = run.snapshots
     if cfg.analysis.snapshots:
         ipe, last = run.info["iterations_per_epoch"], snapshots[-1].step
         chosen = set(snapshot_iterations(list(cfg.analysis.snapshots), ipe, last))
         snapshots = [s for s in snapshots if s.step in chosen]
+    analysis = ANALYSES[cfg.analysis.name](
+        AnalysisContext(run, cfg, device, loader, splits.num_classes, snapshots)
+    )
     done = analysis.done_steps()
     todo = [s for s in snapshots if s.step not in done]
     print(

@@ -156,13 +156,15 @@ def record_unit_activations(
     layers: Sequence[UnitLayer],
     keep_grad: bool = False,
     negative: str = "keep",
+    states: bool = False,
 ) -> Iterator[dict[str, Tensor]]:
     """Hook `layers` while inside; yields a dict that each forward fills with (B, units) tensors.
 
     Only the reduced activations are kept, never feature maps. `keep_grad=False` detaches them
     (measurement); `keep_grad=True` keeps them in the graph (regularizer): clear the dict after use
     so the graph is not held until the next forward. `negative` is passed to `unit_activations`.
-    Hooks are removed on exit, also on errors.
+    `states=True` keeps instead every element's on/off state (output > 0, bool, the output's
+    shape): the ReLU pattern. Hooks are removed on exit, also on errors.
     """
     model = unwrap(model)
     acts: dict[str, Tensor] = {}
@@ -182,7 +184,9 @@ def record_unit_activations(
             call = calls.get(path, 0)
             calls[path] = call + 1
             layer = by_module[path].get(call)
-            if layer is not None:
+            if layer is not None and states:
+                acts[layer.name] = output.detach() > 0
+            elif layer is not None:
                 kept = output if keep_grad else output.detach()
                 acts[layer.name] = unit_activations(kept, layer, negative)
 

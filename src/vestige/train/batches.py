@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from vestige.errors import ConfigError
@@ -48,8 +49,21 @@ def train_loader(
     dataset: Dataset, batch_size: int, seed: int, rank: int, world: int, workers: int, pin: bool
 ) -> tuple[DataLoader, EpochBatches]:
     batches = EpochBatches(dataset, batch_size, seed, rank, world)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=pin,
+        generator=own_generator(seed),
+    )
     return loader, batches
+
+
+def own_generator(seed: int) -> torch.Generator:
+    """A loader draws a seed for its workers each time it is iterated; from its own generator,
+    that draw leaves torch's global stream (dropout, stochastic depth) alone, so a run resumed
+    mid-epoch, which starts its epoch's iterator at another moment, draws the same masks."""
+    return torch.Generator().manual_seed(seed)
 
 
 def eval_loader(
@@ -63,5 +77,10 @@ def eval_loader(
         )
     shard = Subset(dataset, range(n * rank // world, n * (rank + 1) // world))
     return DataLoader(
-        shard, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin
+        shard,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin,
+        generator=own_generator(0),
     )

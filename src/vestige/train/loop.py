@@ -171,8 +171,19 @@ class Training:
         }
         model = build_model(cfg.model, splits.num_classes, splits.channels, splits.image_size)
         model = model.to(self.device)
+        if self.world > 1:
+            # one init everywhere, then a stream per rank: dropout and stochastic depth draw
+            # different masks on each rank's images
+            seed_everything(derive_seed(cfg.seed, f"rank {self.rank}"))
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if t.sync_batchnorm and self.world > 1:
+            if not cuda:
+                raise ConfigError(
+                    "trainer.sync_batchnorm=true is invalid on the CPU: SyncBatchNorm needs "
+                    "CUDA; set it to false"
+                )
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
         workers = cfg.data.num_workers
         self.loader, self.batches = train_loader(
@@ -243,7 +254,8 @@ class Training:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sums.load(state["sums"])
-        checkpoint.set_rng_state(state["rng"])
+        # each rank's own stream (a run resumed on fewer ranks takes the first ones)
+        checkpoint.set_rng_state(state["rng"][self.rank % len(state["rng"])])
         self.step = step
         log.info("resumed %s at step %d", self.run_dir.path, step)
 
@@ -257,7 +269,7 @@ class Training:
             "scheduler": self.scheduler.state_dict(),
             "scaler": None,  # bf16 autocast needs no loss scaling
             "sums": self.sums.state_dict(),
-            "rng": checkpoint.rng_state(),
+            "rng": distributed.all_gather_object(checkpoint.rng_state()),
         }
 
     # -- the loop ----------------------------------------------------------------------------

@@ -1,0 +1,203 @@
+"""`analysis=ablation`: how much the network needs its most class-selective units, at each
+snapshot (reference/class-selectivity.md §4).
+
+Per stage, the k most selective block-output units of each block (ranked by that block's own SI at
+the same snapshot) are silenced, against k random units (fixed seeded subsets, the same at every
+snapshot, `random_draws` of them), for every k of the grid; `scope=block` silences one block at a
+time, `scope=unit` one unit at a time (the `top_units` most selective and as many random ones).
+The SI comes from the run's selectivity store when it holds this snapshot (and the settings need
+nothing else), otherwise from one measurement pass (`selectivity/index.py` either way).
+
+Files, in `ablation/` (other settings than the defaults: `ablation-<hash>/`, with `settings.json`):
+    step_NNNNNNNN-<stage>.csv   one snapshot and stage, written atomically when done
+    ablation.csv                every row of every snapshot, rebuilt by `finish`
+    auc.csv                     area under each normalised curve, mean and spread over draws
+Columns are described in docs/outputs.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from vestige.analysis.ablate import sweep
+from vestige.analysis.ablation_plan import (
+    AUC_COLUMNS,
+    COLUMNS,
+    UnitRanking,
+    auc_rows,
+    plan_stage,
+)
+from vestige.analysis.base import AnalysisContext
+from vestige.config import AblationConfig
+from vestige.results import Snapshot
+from vestige.rundir import atomic_write_json, atomic_write_text
+from vestige.selectivity.index import measure_selectivity
+from vestige.selectivity.store import SelectivityStore
+from vestige.selectivity.units import UnitLayer, measured_layers
+
+# settings that change the numbers, hence name the results folder (not `stages`, which only
+# chooses the work, nor `masks_per_forward`, which only changes its speed)
+IDENTITY = ("k", "k_fractions", "value", "scope", "top_units", "random_draws", "split")
+_STAGE_FILE = re.compile(r"^step_(\d{8})-(\w+)\.csv$")
+
+
+def results_folder(run_path: Path, settings: Any) -> Path:
+    """`ablation/` for the default settings, `ablation-<hash of the others>/` otherwise."""
+    defaults = {f.name: getattr(AblationConfig(), f.name) for f in fields(AblationConfig)}
+    chosen = {key: _plain(settings[key]) for key in IDENTITY}
+    differs = {key: value for key, value in chosen.items() if value != defaults[key]}
+    if not differs:
+        return run_path / "ablation"
+    digest = hashlib.sha256(json.dumps(differs, sort_keys=True).encode()).hexdigest()[:8]
+    return run_path / f"ablation-{digest}"
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(
+        {key: f"{v:.6g}" if isinstance(v, float) else v for key, v in row.items()} for row in rows
+    )
+    return text.getvalue()
+
+
+class AblationAnalysis:
+    def __init__(self, ctx: AnalysisContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.cfg.analysis.ablation
+        self.folder = results_folder(ctx.run.path, self.settings)
+        self.layers = measured_layers(ctx.run.build_model(), "block_output")
+        every = list(dict.fromkeys(layer.stage for layer in self.layers))
+        self.stages = [s for s in every if s in (self.settings.stages or every)]
+        self.rank_loader, self.eval_loader = ctx.eval_loader, ctx.eval_loader
+        if self.settings.split == "heldout":
+            self.rank_loader, self.eval_loader = (_half(ctx.eval_loader, first) for first in (0, 1))
+
+    def _file(self, step: int, stage: str) -> Path:
+        return self.folder / f"step_{step:08d}-{stage}.csv"
+
+    def done_steps(self) -> set[int]:
+        steps = {m.group(1) for m in self._stage_files()}
+        return {int(s) for s in steps if all(self._file(int(s), st).exists() for st in self.stages)}
+
+    def _stage_files(self) -> list[re.Match]:
+        if not self.folder.is_dir():
+            return []
+        names = sorted(p.name for p in self.folder.iterdir())
+        return [m for name in names if (m := _STAGE_FILE.match(name))]
+
+    def analyze(self, snapshot: Snapshot, model: nn.Module) -> dict[str, float]:
+        todo = [s for s in self.stages if not self._file(snapshot.step, s).exists()]
+        layers = [layer for layer in self.layers if layer.stage in todo]
+        ranking = self._ranking(snapshot, model, layers)
+        plans = [
+            plan_stage(
+                [layer for layer in layers if layer.stage == stage],
+                ranking,
+                self.settings,
+                self.ctx.run.config.seed,
+                self.ctx.device,
+            )
+            for stage in todo
+        ]
+        counts = sweep(
+            model,
+            self.eval_loader,
+            [plan.distinct for plan in plans],
+            self.ctx.num_classes,
+            self.ctx.device,
+            self.settings.masks_per_forward,
+        )
+        settings = {key: _plain(self.settings[key]) for key in IDENTITY}
+        atomic_write_json(self.folder / "settings.json", settings)
+        numbers = {}
+        for plan, stage_counts in zip(plans, counts, strict=True):
+            table = plan.table(snapshot, stage_counts, ranking)
+            atomic_write_text(self._file(snapshot.step, plan.stage), _csv(table, COLUMNS))
+            numbers |= _progress_numbers(plan.stage, table)
+        return numbers
+
+    def _ranking(
+        self, snapshot: Snapshot, model: nn.Module, layers: list[UnitLayer]
+    ) -> UnitRanking:
+        """From the selectivity store when it has this snapshot and nothing more is needed;
+        otherwise measured on the ranking images (§2)."""
+        if self.settings.split == "same" and self.settings.value == "zero":
+            stored = _stored_ranking(SelectivityStore(self.ctx.run.path), snapshot.step, layers)
+            if stored is not None:
+                return stored
+        result = measure_selectivity(
+            model,
+            self.rank_loader,
+            layers,
+            self.ctx.num_classes,
+            self.ctx.device,
+            self.ctx.cfg.selectivity.eps,
+        )
+        return UnitRanking.measured(result)
+
+    def finish(self) -> None:
+        rows: list[dict[str, Any]] = []
+        for match in self._stage_files():
+            with open(self.folder / match.group(0), newline="") as handle:
+                rows.extend(csv.DictReader(handle))
+        if not rows:
+            return
+        order = {layer.stage: i for i, layer in enumerate(self.layers)}
+        rows.sort(key=lambda r: (int(r["step"]), order.get(r["stage"], len(order))))
+        atomic_write_text(self.folder / "ablation.csv", _csv(rows, COLUMNS))
+        atomic_write_text(self.folder / "auc.csv", _csv(auc_rows(rows), AUC_COLUMNS))
+
+
+def _stored_ranking(
+    store: SelectivityStore, step: int, layers: list[UnitLayer]
+) -> UnitRanking | None:
+    if step not in store.steps():
+        return None
+    units, values = store.units(), store.snapshot(step)
+    si, preferred = {}, {}
+    for layer in layers:
+        rows = units["layer"] == layer.name
+        if rows.sum() != layer.channels:
+            return None
+        si[layer.name] = torch.from_numpy(values["si"][rows]).float()
+        preferred[layer.name] = torch.from_numpy(values["preferred_class"][rows]).long()
+    return UnitRanking(si, preferred, None)
+
+
+def _half(loader: DataLoader, first: int) -> DataLoader:
+    """The even- (first=0) or odd-numbered (first=1) images of the loader's dataset."""
+    half = Subset(loader.dataset, range(first, len(loader.dataset), 2))
+    return DataLoader(half, loader.batch_size, num_workers=loader.num_workers)
+
+
+def _progress_numbers(stage: str, table: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean AUC over blocks (scope=unit: mean normalised top-1) per condition, for the log."""
+    numbers = {}
+    for condition in ("selective", "random"):
+        if table and table[0]["channel"] == "":
+            values = [r["auc_top1"] for r in auc_rows(table) if r["condition"] == condition]
+            name = "auc"
+        else:
+            values = [r["top1_norm"] for r in table if r["condition"] == condition]
+            name = "top1_norm"
+        numbers[f"{stage}/{name}_{condition}"] = float(np.mean(values))
+    return numbers

@@ -1,0 +1,63 @@
+"""task=report: read the runs, group their seeds, draw every figure that has data, and write the
+PNGs and index.html into the report folder (each file atomically, the page last)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import vestige
+from vestige.report.figures import FIGURES
+from vestige.report.grouping import Group, group_by_seed
+from vestige.report.inputs import report_folder, report_runs
+from vestige.report.page import RenderedFigure, render_page
+from vestige.report.plotting import png_bytes
+from vestige.report.summaries import ablation_auc_table, runs_table
+from vestige.report.tables import load_record
+from vestige.rundir import atomic_write_bytes, atomic_write_text
+
+
+def render_figures(groups: list[Group]) -> list[RenderedFigure]:
+    """Every figure of FIGURES whose data some run has, as PNG bytes."""
+    rendered = []
+    for spec in FIGURES:
+        figure = spec.draw(groups)
+        if figure is not None:
+            rendered.append(
+                RenderedFigure(spec.name, spec.section, spec.caption, png_bytes(figure))
+            )
+    return rendered
+
+
+def default_title(groups: list[Group]) -> str:
+    runs = [run for group in groups for run in group.runs]
+    if len(runs) == 1:
+        return runs[0].name
+    return f"{len(runs)} runs, {len(groups)} condition{'s' * (len(groups) > 1)}"
+
+
+def build_report(cfg: Any) -> Path:
+    """Write the report of the runs `cfg` names; returns the page's path."""
+    ablation = cfg.analysis.ablation if cfg.get("analysis") is not None else None
+    records = [load_record(path, ablation) for path in report_runs(cfg)]
+    groups = group_by_seed(records)
+    out = report_folder(cfg)
+    figures = render_figures(groups)
+    for figure in figures:
+        atomic_write_bytes(out / f"{figure.name}.png", figure.png)
+    drawn = {figure.name for figure in figures}
+    for stale in (spec.name for spec in FIGURES if spec.name not in drawn):
+        (out / f"{stale}.png").unlink(missing_ok=True)
+    tables = [runs_table(groups)]
+    if (auc := ablation_auc_table(groups)) is not None:
+        tables.append(auc)
+    where = os.path.commonpath([record.path.parent for record in records])
+    written = (
+        f"Written {time.strftime('%Y-%m-%d %H:%M')} by vestige {vestige.__version__} from "
+        f"{len(records)} run director{'ies' if len(records) > 1 else 'y'} in {where}."
+    )
+    page = render_page(cfg.report.title or default_title(groups), written, groups, figures, tables)
+    atomic_write_text(out / "index.html", page)
+    return out / "index.html"

@@ -1,0 +1,186 @@
+"""`vestige-run task=collect sweep=<dir>`: one table for a sweep, one row per point.
+
+Each row shows the settings that vary across the sweep, the run's status and its final metrics
+(accuracy, loss, mean class selectivity at the end and at its peak). Points that differ only in
+`seed` form a group; the second table gives each group's mean and the half-width of its 95%
+confidence interval (Student's t over seeds). Both tables are written to the sweep folder as
+`collect.csv` / `collect_groups.csv` and `collect.md`, and shown on screen.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from vestige.launch.sweep import sweep_runs
+from vestige.report.grouping import condition_settings
+from vestige.rundir import atomic_write_text
+from vestige.train.metrics import read_metrics
+
+# the last evaluation's metrics, and the highest mean selectivity of the run
+METRICS = ("eval_acc", "eval_acc5", "eval_loss", "train_loss", "si/mean", "si/mean peak")
+GROUPED = ("eval_acc", "eval_loss", "si/mean", "si/mean peak")
+# Student's t, two-sided 95%, for 1..30 degrees of freedom; the normal 1.96 beyond.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+@dataclass
+class Point:
+    """One point of a sweep: what it sets, how far it got, what it measured."""
+
+    run: Path
+    settings: dict[str, Any]
+    status: str
+    epoch: float | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+def t95(dof: int) -> float:
+    return _T95[dof - 1] if dof <= len(_T95) else 1.96
+
+
+def mean_and_interval(values: list[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% t-interval (None for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return mean, t95(len(values) - 1) * sd / math.sqrt(len(values))
+
+
+def read_point(run: Path, overrides: list[str] | None) -> Point:
+    info_path = run / "run.json"
+    if not info_path.exists():
+        settings = dict(o.lstrip("+~").split("=", 1) for o in overrides or [] if "=" in o)
+        return Point(run, settings, "not started")
+    info = json.loads(info_path.read_text())
+    rows = read_metrics(run / "metrics.jsonl")
+    evaluated = [row for row in rows if row.get("eval_acc") is not None]
+    last = evaluated[-1] if evaluated else {}
+    si = [row["si/mean"] for row in rows if row.get("si/mean") is not None]
+    metrics = {key: last.get(key) for key in METRICS[:-1]}
+    metrics["si/mean peak"] = max(si) if si else None
+    parent = OmegaConf.select(OmegaConf.load(run / "config.yaml"), "fork.from")
+    # forks of the seeds of one baseline share a group (their parent hashes differ)
+    settings = condition_settings(
+        info.get("identity", {}), Path(parent).expanduser() if parent else None
+    )
+    settings["seed"] = info.get("seed", 0)
+    return Point(run, settings, info.get("status", "unknown"), last.get("epoch"), metrics)
+
+
+def varying_keys(points: list[Point]) -> list[str]:
+    """Settings whose value is not the same in every point (absent counts as a value)."""
+    keys = sorted({key for point in points for key in point.settings})
+    return [k for k in keys if len({str(p.settings.get(k)) for p in points}) > 1]
+
+
+def show_defaults(points: list[Point], keys: list[str]) -> None:
+    """A varying key that a run left at its default is absent from its identity: fill in the
+    value from the run's resolved config, so the table shows `0.1`, not a blank."""
+    for point in points:
+        config = point.run / "config.yaml"
+        if config.exists():
+            resolved = OmegaConf.load(config)
+            for key in keys:
+                point.settings.setdefault(key, OmegaConf.select(resolved, key))
+
+
+def point_rows(points: list[Point], keys: list[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            **{key: p.settings.get(key, "") for key in keys},
+            "status": p.status,
+            "epoch": p.epoch,
+            **p.metrics,
+            "run": p.run.name,
+        }
+        for p in points
+    ]
+
+
+def group_rows(points: list[Point], keys: list[str]) -> list[dict[str, Any]]:
+    """Mean and 95% interval over the seeds of each group (points equal but for `seed`)."""
+    group_keys = [key for key in keys if key != "seed"]
+    groups: dict[tuple, list[Point]] = {}
+    for point in points:
+        groups.setdefault(tuple(str(point.settings.get(k, "")) for k in group_keys), []).append(
+            point
+        )
+    rows = []
+    for members in groups.values():
+        row: dict[str, Any] = {key: members[0].settings.get(key, "") for key in group_keys}
+        row["seeds"] = len(members)
+        row["complete"] = sum(p.status == "complete" for p in members)
+        for metric in GROUPED:
+            measured = [p.metrics[metric] for p in members if p.metrics.get(metric) is not None]
+            mean, interval = mean_and_interval(measured) if measured else (None, None)
+            row[metric] = mean
+            row[f"{metric} ±95%"] = interval
+        rows.append(row)
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def as_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def as_markdown(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def as_rich(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column in ("status", "run") else "right")
+    for row in rows:
+        table.add_row(*(_cell(value) for value in row.values()))
+    return table
+
+
+def collect(folder: Path, progress: str | None = "auto") -> list[dict[str, Any]]:
+    """Write the sweep's tables into `folder` and show them; returns the per-point rows."""
+    points = [read_point(run, overrides) for run, overrides in sweep_runs(folder)]
+    if not points:
+        print(f"collect: no runs in {folder} yet")
+        return []
+    keys = varying_keys(points)
+    show_defaults(points, keys)
+    rows, groups = point_rows(points, keys), group_rows(points, keys)
+    atomic_write_text(folder / "collect.csv", as_csv(rows))
+    atomic_write_text(folder / "collect_groups.csv", as_csv(groups))
+    atomic_write_text(
+        folder / "collect.md",
+        f"# {folder.name}\n\n## Runs\n\n{as_markdown(rows)}\n"
+        f"## Means over seeds (±: half-width of the 95% t-interval)\n\n{as_markdown(groups)}",
+    )
+    if progress != "none":
+        console = Console(highlight=False, width=max(Console().width, 160))
+        console.print(as_rich(rows, f"{folder.name}: {len(rows)} runs"))
+        console.print(as_rich(groups, "means over seeds (±95%)"))
+        print(f"tables: {folder / 'collect.csv'}, {folder / 'collect.md'}")
+    return rows

@@ -1,0 +1,152 @@
+"""What a report reads from one run directory: its settings, metrics and analysis tables.
+
+Each table is read by its own small function and is `None` (or empty) when the run does not have
+it, so a report shows only the sections whose data exists. Tables are CSV files read into
+columns by name (`Table`): numbers as float arrays, anything else as strings.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from vestige.analysis.ablation import results_folder
+from vestige.config import LINEARITY_PROBES, AblationConfig
+from vestige.results import Run
+from vestige.selectivity.store import SelectivityStore
+
+Table = dict[str, np.ndarray]
+
+
+@dataclass
+class RunRecord:
+    """One run as a report sees it."""
+
+    path: Path
+    config: DictConfig  # the resolved config, typed (results.Run.config)
+    config_text: str  # config.yaml as written by the run
+    identity: dict[str, Any]  # run.json "identity": the settings that differ from the defaults
+    parent: Path | None  # a fork's parent run directory (fork.from)
+    seed: int
+    status: str
+    metrics: list[dict[str, Any]]
+    selectivity: Table | None = None  # summary.csv: step, epoch, stage, si
+    gates: Table | None = None  # attention/gates.csv: step, epoch, layer, head, gate
+    nonlocality: Table | None = None  # attention/nonlocality.csv: ..., nonlocality
+    ablation: Table | None = None  # ablation/ablation.csv: step, epoch, stage, block, ...
+    ablation_auc: Table | None = None  # ablation/auc.csv: step, epoch, stage, ..., auc_top1
+    linearity: dict[str, Table] = field(default_factory=dict)  # linearity/<probe>.csv
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def read_table(path: Path) -> Table | None:
+    """A CSV file's columns by header name; None when the file is absent or has no rows."""
+    if not path.is_file():
+        return None
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return None
+    return {key: _column([row[key] for row in rows]) for key in rows[0]}
+
+
+def _column(values: list[str]) -> np.ndarray:
+    try:
+        return np.array([float(v) if v != "" else np.nan for v in values])
+    except ValueError:
+        return np.array(values)
+
+
+def selectivity_summary(run: Run) -> Table | None:
+    """Mean SI per snapshot and stage, as measured with the run's own selectivity settings."""
+    settings = run.config.selectivity
+    return read_table(
+        SelectivityStore(run.path, settings.units, settings.negative).folder / "summary.csv"
+    )
+
+
+def attention_table(run: Run, name: str) -> Table | None:
+    """`gates` or `nonlocality` (analysis=attention): step, epoch, layer, head, value."""
+    return read_table(run.path / "attention" / f"{name}.csv")
+
+
+def ablation_tables(run: Run, settings: Any) -> tuple[Table | None, Table | None]:
+    """(ablation.csv, auc.csv) of analysis=ablation with these settings (each set of settings
+    writes to its own folder, see analysis/ablation.py): columns in docs/outputs.md."""
+    folder = results_folder(run.path, settings)
+    return read_table(folder / "ablation.csv"), read_table(folder / "auc.csv")
+
+
+def linearity_tables(run: Run) -> dict[str, Table]:
+    """The table of each linear-regime probe the run has (analysis/linearity.py), by probe."""
+    tables = {p: read_table(run.path / "linearity" / f"{p}.csv") for p in LINEARITY_PROBES}
+    return {probe: table for probe, table in tables.items() if table is not None}
+
+
+def load_record(path: Path, ablation_settings: Any = None) -> RunRecord:
+    """One run as the report sees it; the ablation tables are those of `ablation_settings`
+    (the command's `analysis.ablation`), the default settings' when None."""
+    run = Run(path)
+    info = run.info
+    settings = ablation_settings or OmegaConf.structured(AblationConfig)
+    ablation, ablation_auc = ablation_tables(run, settings)
+    parent = run.config.fork["from"]
+    return RunRecord(
+        path=run.path,
+        config=run.config,
+        config_text=run.dir.config.read_text(),
+        identity=info.get("identity", {"run": run.path.name}),
+        parent=Path(parent).expanduser() if parent else None,
+        seed=int(info.get("seed", run.config.seed)),
+        status=info.get("status", "unknown"),
+        metrics=run.metrics,
+        selectivity=selectivity_summary(run),
+        gates=attention_table(run, "gates"),
+        nonlocality=attention_table(run, "nonlocality"),
+        ablation=ablation,
+        ablation_auc=ablation_auc,
+        linearity=linearity_tables(run),
+    )
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's values of one quantity against x (usually the epoch), sorted by x."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+def table_curve(table: Table | None, value: str, x: str = "epoch", **where: Any) -> Curve | None:
+    """`value` against `x` over the rows whose columns equal `where`; rows sharing an x (e.g. the
+    heads of one layer) are averaged. None when no row matches."""
+    if table is None or value not in table or x not in table:
+        return None
+    keep = np.ones(len(table[x]), dtype=bool)
+    for column, wanted in where.items():
+        if column not in table:
+            return None
+        keep &= table[column] == wanted
+    keep &= np.isfinite(table[value].astype(float))
+    if not keep.any():
+        return None
+    xs, inverse = np.unique(table[x][keep].astype(float), return_inverse=True)
+    sums = np.bincount(inverse, weights=table[value][keep].astype(float))
+    return Curve(xs, sums / np.bincount(inverse))
+
+
+def metric_curve(record: RunRecord, key: str) -> Curve | None:
+    """A `metrics.jsonl` key against the epoch (rows without it, e.g. train loss at step 0,
+    are left out)."""
+    rows = [row for row in record.metrics if row.get(key) is not None]
+    if not rows:
+        return None
+    return Curve(np.array([row["epoch"] for row in rows]), np.array([row[key] for row in rows]))

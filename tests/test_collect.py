@@ -1,0 +1,80 @@
+"""A sweep's table: its record of points, the settings that vary, and means over seeds with
+95% intervals; a local sweep writes its record and its table by itself."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import TINY, run_cli
+
+from vestige.launch.sweep import sweep_runs
+from vestige.report.collect import Point, group_rows, mean_and_interval, varying_keys
+
+
+def test_interval_is_students_t_over_seeds():
+    mean, half = mean_and_interval([0.70, 0.72, 0.74])
+    assert mean == pytest.approx(0.72)
+    assert half == pytest.approx(4.303 * 0.02 / math.sqrt(3))  # t(0.975, 2 dof) * sd / sqrt(n)
+    assert mean_and_interval([0.5]) == (0.5, None)
+
+
+def test_points_equal_but_for_seed_form_one_group():
+    points = [
+        Point(Path(f"r{i}"), {"seed": seed, "optim.lr": lr}, "complete", 1.0, {"eval_acc": acc})
+        for i, (seed, lr, acc) in enumerate([(0, 0.1, 0.8), (1, 0.1, 0.6), (0, 0.05, 0.5)])
+    ]
+    keys = varying_keys(points)
+    assert keys == ["optim.lr", "seed"]
+    groups = {row["optim.lr"]: row for row in group_rows(points, keys)}
+    assert groups[0.1]["seeds"] == 2 and groups[0.1]["eval_acc"] == pytest.approx(0.7)
+    assert groups[0.1]["eval_acc ±95%"] == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
+    assert groups[0.05]["seeds"] == 1 and groups[0.05]["eval_acc ±95%"] is None
+
+
+def test_a_folder_without_record_collects_every_run_directory_below_it(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "config.yaml").write_text("seed: 0\n")
+    assert [run.name for run, _ in sweep_runs(tmp_path)] == ["a", "b"]
+
+
+def test_collect_needs_an_existing_sweep_folder(workdir):
+    result = run_cli(["task=collect", f"sweep={workdir / 'nowhere'}"], workdir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: sweep='{workdir / 'nowhere'}' is invalid: task=collect needs sweep=<a sweep "
+        "directory, e.g. outputs/sweeps/<name>, or any folder holding run directories>"
+    ]
+    assert not (workdir / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_local_sweep_records_its_points_tables_them_and_resubmission_skips_them(workdir):
+    sweep = [*[o for o in TINY if not o.startswith("trainer.epochs")], "trainer.epochs=1"]
+    result = run_cli(["-m", *sweep, "seed=0,1"], workdir)
+    assert result.returncode == 0, result.stderr
+    (folder,) = (workdir / "outputs" / "sweeps").iterdir()
+    record = json.loads((folder / "sweep.json").read_text())
+    runs = [Path(point["run"]) for point in record["points"]]
+    assert [point["overrides"][-1] for point in record["points"]] == ["seed=0", "seed=1"]
+    assert all(run.parent == workdir / "outputs" / "runs" for run in runs)
+    with open(folder / "collect.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["seed"], row["status"], row["run"]) for row in rows] == [
+        ("0", "complete", runs[0].name),
+        ("1", "complete", runs[1].name),
+    ]
+    for row, run in zip(rows, runs, strict=True):
+        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+        assert float(row["eval_acc"]) == pytest.approx(last["eval_acc"])
+    assert "| seeds |" in (folder / "collect.md").read_text()
+
+    again = run_cli(["-m", *sweep, "seed=0,1"], workdir)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("is already complete; nothing to do") == 2
+    assert list((workdir / "outputs" / "sweeps").iterdir()) == [folder]
+    assert len(json.loads((folder / "sweep.json").read_text())["submissions"]) == 2

@@ -1,0 +1,129 @@
+"""The paper's experiments as presets: each composes at both scales (the same keys a user would
+type), shares its training where it should, and runs end to end at laptop scale, shrunk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from vestige.config import validate
+from vestige.launch.sweep import with_preset_sweep
+from vestige.preflight import compose_point, expand_sweep
+from vestige.rundir import run_name
+
+PRESETS = [p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml")]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# (model, data, epochs, points of the sweep) each preset gives at each scale
+EXPECTED = {
+    ("selectivity_dynamics", "laptop"): ("resnet18", "fashion_mnist", 5, 1),
+    ("selectivity_dynamics", "paper"): ("resnet50", "imagenet", 90, 1),
+    ("ablation", "paper"): ("resnet50", "imagenet", 90, 1),
+    ("linear_regime", "paper"): ("resnet50", "imagenet", 90, 1),
+    ("regularization_windows", "laptop"): ("resnet18", "fashion_mnist", 5, 8),
+    ("regularization_windows", "paper"): ("resnet50", "imagenet", 90, 30),
+    ("selectivity_sweep", "laptop"): ("resnet18", "fashion_mnist", 5, 10),
+    ("selectivity_sweep", "paper"): ("resnet18", "tiny_imagenet", 90, 35),
+    ("convit_vs_deit", "laptop"): ("convit_ti_small", "fashion_mnist", 3, 2),
+    ("convit_vs_deit", "paper"): ("convit_ti", "imagenet", 300, 2),
+}
+
+
+def sweep_of(overrides: list[str]) -> list[list[str]]:
+    params = compose_point(overrides, with_hydra=True).hydra.sweeper.params
+    return expand_sweep(with_preset_sweep(overrides, params))
+
+
+@pytest.mark.parametrize("scale", ["laptop", "paper"])
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "deit_recipe"])
+def test_every_preset_composes_and_validates_at_both_scales(preset, scale, tmp_path):
+    overrides = [f"experiment={preset}", f"scale={scale}", f"data.root={tmp_path}"]
+    points = sweep_of(overrides)
+    for point in points:
+        validate(compose_point(point))
+    cfg = compose_point(points[0])
+    expected = EXPECTED.get((preset, scale), EXPECTED[("selectivity_dynamics", scale)])
+    assert (cfg.model.name, cfg.data.name, cfg.trainer.epochs, len(points)) == expected
+
+
+def test_claims_1_to_3_share_one_training_run():
+    presets = ("selectivity_dynamics", "ablation", "linear_regime")
+    names = {run_name(compose_point([f"experiment={preset}"])) for preset in presets}
+    assert len(names) == 1
+
+
+def test_an_unknown_scale_is_one_line(workdir):
+    result = run_cli(["experiment=ablation", "scale=desktop"], workdir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: scale='desktop' is invalid: choose one of laptop, paper"
+    ]
+
+
+# Laptop presets shrunk to seconds: fewer images, a narrower network, 2 epochs, one seed.
+SHRUNK = [
+    "data.train_limit=256",
+    "data.eval_limit=64",
+    "trainer.batch_size=32",
+    "trainer.epochs=2",
+    "trainer.progress=plain",
+]
+RESNET = ["model.width=0.125"]
+pytestmark_data = pytest.mark.skipif(
+    not FASHION_MNIST.is_dir(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)"
+)
+
+
+def single_run(workdir: Path) -> Path:
+    (run,) = (workdir / "outputs" / "runs").iterdir()
+    return run
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytestmark_data
+def test_laptop_claims_1_to_3_train_once_then_analyse(workdir):
+    shrunk = [*SHRUNK, *RESNET]
+    trained = run_cli(["experiment=selectivity_dynamics", *shrunk], workdir)
+    assert trained.returncode == 0, trained.stderr
+    smaller = {
+        "ablation": ["analysis.ablation.k_fractions=[0,0.5,1]", "analysis.ablation.random_draws=2"],
+        "linear_regime": ["analysis.linearity.classifier.epochs=1"],
+    }
+    for preset, analysis in smaller.items():
+        again = run_cli([f"experiment={preset}", *shrunk], workdir)
+        assert "already complete" in again.stdout, again.stderr
+        result = run_cli([f"experiment={preset}", "task=analyze", *shrunk, *analysis], workdir)
+        assert result.returncode == 0, result.stderr
+    run = single_run(workdir)
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) >= 6 and steps[0] == 0  # step 0, log-spaced steps in epoch 1, each epoch
+    assert any(run.glob("ablation*/auc.csv"))  # non-default settings: ablation-<hash>/
+    assert any((run / "linearity").glob("*.csv"))
+    report = run_cli(["experiment=ablation", "task=report", *shrunk, *smaller["ablation"]], workdir)
+    assert report.returncode == 0, report.stderr
+    drawn = {png.stem for png in (run / "report").glob("*.png")}
+    assert {"selectivity", "ablation_curves", "ablation_auc", "linearity"} <= drawn, drawn
+    assert "<h2>Ablation</h2>" in (run / "report" / "index.html").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytestmark_data
+@pytest.mark.parametrize(
+    "preset, extra, runs",
+    [
+        ("regularization_windows", [*RESNET, "seed=0"], 4),
+        ("selectivity_sweep", [*RESNET, "seed=0", "regularizer.alpha=-1.0,1.0"], 2),
+        ("convit_vs_deit", ["model.embed_dim=48"], 2),
+    ],
+)
+def test_laptop_sweep_presets_run_every_point_and_table_them(preset, extra, runs, workdir):
+    result = run_cli(["-m", f"experiment={preset}", *SHRUNK, *extra], workdir)
+    assert result.returncode == 0, result.stderr
+    (folder,) = (workdir / "outputs" / "sweeps").iterdir()
+    rows = (folder / "collect.csv").read_text().splitlines()[1:]
+    assert len(rows) == runs and all(",complete," in row for row in rows), rows
