@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from conftest import TINY, run_cli
 
 import vestige
 from vestige.preflight import compose_point
-from vestige.rundir import RunDir, run_name
+from vestige.rundir import RunDir, atomic_write_text, run_name
 from vestige.train.evaluate import evaluate
 
 
@@ -124,3 +125,13 @@ def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint(wor
     snapshot = vestige.load_run(run_dir).snapshots[0]
     weights = torch.load(snapshot.path, weights_only=True)["model"]
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+def test_files_are_written_as_the_umask_allows_not_private_to_the_owner(tmp_path):
+    """A cluster's group reads results: atomic writes must not keep the temp file's 0600."""
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "table.csv", "step\n0\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "table.csv").stat().st_mode & 0o777 == 0o644
