@@ -282,6 +282,7 @@ def test_a_sweep_reports_the_runs_its_record_names_that_have_started(tmp_path):
     points = [{"run": str(run), "overrides": []} for run in (*runs, tmp_path / "not-yet")]
     (sweep / "sweep.json").write_text(json.dumps({"points": points}))
     assert report_runs({"sweep": str(sweep)}) == runs
+    assert report_folder({"sweep": str(sweep)}) == sweep.resolve() / "report"
 
 
 def test_the_same_runs_in_any_order_find_the_same_report_folder(tmp_path):

@@ -60,12 +60,14 @@ def report_runs(cfg: Mapping[str, Any]) -> list[Path]:
 
 
 def report_folder(cfg: Mapping[str, Any]) -> Path:
-    """`report.out`, or by default `<run>/report` for one run and
+    """`report.out`, or by default `<sweep>/report` for a sweep, `<run>/report` for one run and
     `<outputs>/reports/<hash of the run names>` for several (the same runs, the same folder)."""
     out = (cfg.get("report") or {}).get("out")
     if out is not None:
         return Path(out).expanduser().resolve()
     runs = report_runs(cfg)
+    if cfg.get("sweep") is not None:
+        return Path(cfg["sweep"]).expanduser().resolve() / "report"
     if len(runs) == 1:
         return runs[0] / "report"
     names = "\n".join(sorted(run.name for run in runs))
