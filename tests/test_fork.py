@@ -86,3 +86,29 @@ def test_a_fork_that_cannot_start_is_one_clear_error(parent, overrides, message)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert message in line
+
+
+def test_a_window_after_the_baseline_starts_from_its_kept_state_and_ends_as_from_scratch(
+    tmp_path,
+):
+    """The regularization-windows sweep shares the common prefix: a run with alpha 0 until
+    epoch 1 starts from its alpha = 0 baseline's state at epoch 1, found by its config alone."""
+    kept = [*BASE, "regularizer=selectivity", "checkpoint.forkable=[1ep]"]
+    window = [*kept, "regularizer.alpha=-20@1ep"]
+    shared, alone = tmp_path / "shared", tmp_path / "alone"
+    for folder, runs in ((shared, [[*kept, "regularizer.alpha=0.0"], window]), (alone, [window])):
+        folder.mkdir()
+        for args in runs:
+            result = run_cli(args, folder)
+            assert result.returncode == 0, result.stderr
+    (with_prefix,) = [
+        run
+        for run in (shared / "outputs" / "runs").iterdir()
+        if "forked" in (run / "log.txt").read_text()
+    ]
+    (from_scratch,) = (alone / "outputs" / "runs").iterdir()
+    assert with_prefix.name == from_scratch.name  # the same run, whichever way it started
+    a, b = final_weights(with_prefix), final_weights(from_scratch)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    steps = [row["step"] for row in vestige.load_run(with_prefix).metrics]
+    assert steps == [row["step"] for row in vestige.load_run(from_scratch).metrics]

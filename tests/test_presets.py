@@ -127,3 +127,7 @@ def test_laptop_sweep_presets_run_every_point_and_table_them(preset, extra, runs
     (folder,) = (workdir / "outputs" / "sweeps").iterdir()
     rows = (folder / "collect.csv").read_text().splitlines()[1:]
     assert len(rows) == runs and all(",complete," in row for row in rows), rows
+    logs = [run / "log.txt" for run in (workdir / "outputs" / "runs").iterdir()]
+    forked = sum("forked from" in log.read_text() for log in logs)
+    # the windows sweep's "-20 from epoch 1" starts from its baseline's state at epoch 1
+    assert forked == (1 if preset == "regularization_windows" else 0)

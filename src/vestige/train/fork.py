@@ -112,10 +112,8 @@ def parent_hash(source: str) -> str:
     return RunDir(Path(source).expanduser()).read_info()["run_hash"]
 
 
-def inherit_history(cfg: Any, child: RunDir) -> None:
+def inherit_history(parent: RunDir, step: int, child: RunDir) -> None:
     """Start the child's files with the parent's history up to the fork step (rank 0 only)."""
-    parent = RunDir(Path(cfg.fork["from"]).expanduser())
-    step = fork_step(cfg)
     rows = [row for row in metrics.read_metrics(parent.metrics) if row["step"] <= step]
     atomic_write_text(
         child.metrics, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
@@ -140,13 +138,41 @@ def inherit_history(cfg: Any, child: RunDir) -> None:
     atomic_write_json(child.manifest, {"snapshots": entries})
 
 
-def parent_state(cfg: Any) -> dict[str, Any]:
+def parent_state(parent: RunDir, step: int) -> dict[str, Any]:
     """The parent's full training state at the fork step."""
-    parent = RunDir(Path(cfg.fork["from"]).expanduser())
-    step = fork_step(cfg)
     state = checkpoint.load_resume_file(forkable_path(parent, step))
     if state is None:
         raise ConfigError(
             f"the full state of {parent.path.name} at step {step} is damaged; fork at another step"
         )
     return state
+
+
+def shared_prefix(cfg: Any, iterations_per_epoch: int) -> tuple[RunDir, int] | None:
+    """Where a regularized run can start instead of step 0: its alpha = 0 baseline's kept state.
+
+    A run whose alpha is 0 for its first k steps computes exactly what the same config with
+    alpha = 0 computes up to k (tests/test_fork.py), so when that baseline has run and kept a
+    full state at some step s <= k (`checkpoint.forkable`), starting from it changes nothing but
+    the time taken. Without such a state the run trains from step 0; either way its identity
+    and results are those of the run from scratch. The regularization-windows sweep relies on
+    this to share the common prefix with its baseline.
+    """
+    from vestige.rundir import run_directory
+    from vestige.selectivity.alpha import AlphaSchedule
+
+    if cfg.fork["from"] is not None or cfg.regularizer.name == "none":
+        return None
+    schedule = AlphaSchedule.parse(cfg.regularizer.alpha).resolve(iterations_per_epoch)
+    active = [w.start for w in schedule.windows if w.alpha != 0.0 or w.alpha_start != 0.0]
+    if not active or min(active) == 0:
+        return None
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    tree["regularizer"]["alpha"] = 0.0
+    baseline = RunDir(Path(run_directory(tree)).resolve())
+    kept = [
+        int(path.stem.removeprefix("step_"))
+        for path in (baseline.checkpoints / "forkable").glob("step_*.sha256")  # written last
+    ]
+    usable = [step for step in kept if 0 < step <= min(active)]
+    return (baseline, max(usable)) if usable else None

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -238,12 +239,19 @@ class Training:
         being recomputed and are dropped first, so nothing is duplicated.
         """
         state = checkpoint.load_latest_resume(self.run_dir)
+        parent = None
         if state is None and self.cfg.fork["from"]:
+            parent = RunDir(Path(self.cfg.fork["from"]).expanduser()), fork.fork_step(self.cfg)
+        elif state is None:  # rank 0 decides, so that every rank starts from the same state
+            parent = distributed.broadcast_object(
+                fork.shared_prefix(self.cfg, self.iterations_per_epoch)
+            )
+        if parent is not None:
             if distributed.is_main():
-                fork.inherit_history(self.cfg, self.run_dir)
+                fork.inherit_history(*parent, self.run_dir)
             distributed.barrier()
-            state = fork.parent_state(self.cfg)
-            log.info("forked from %s at step %d", self.cfg.fork["from"], state["step"])
+            state = fork.parent_state(*parent)
+            log.info("forked from %s at step %d", parent[0].path, state["step"])
         step = -1 if state is None else state["step"]
         if distributed.is_main():
             metrics.trim_after(self.run_dir.metrics, step)
