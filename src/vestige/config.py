@@ -432,12 +432,12 @@ def _validate_analysis(cfg: Any) -> None:
         except ValueError as err:
             raise ConfigError(f"analysis.snapshots[{i}]={spec!r} is invalid: {err}") from None
     if cfg.analysis.name == "ablation":
-        _validate_ablation(cfg)
+        _validate_ablation(cfg, run)
     if cfg.analysis.name == "linearity":
         _validate_linearity(cfg.analysis.linearity)
 
 
-def _validate_ablation(cfg: Any) -> None:
+def _validate_ablation(cfg: Any, run: Path) -> None:
     """The ablation settings, and that the run is a ResNet: its units are block outputs."""
     from vestige.models.resnet import ARCHITECTURES
 
@@ -447,9 +447,6 @@ def _validate_ablation(cfg: Any) -> None:
         value = list(value) if isinstance(value, ListConfig) else value
         raise ConfigError(f"analysis.ablation.{key}={value!r} is invalid: {fix}")
 
-    from vestige.rundir import analysed_run
-
-    run = analysed_run(cfg)
     model = OmegaConf.load(run / "config.yaml").model.name
     if model not in ARCHITECTURES:
         raise ConfigError(

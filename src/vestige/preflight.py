@@ -7,6 +7,8 @@ becomes one line naming the key, the value and the fix, with nothing written to 
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 from dataclasses import fields
 from pathlib import Path
@@ -107,11 +109,18 @@ def compose_point(point: list[str], with_hydra: bool = False) -> Any:
     """Compose one run's config with Hydra's own machinery; errors become one line.
 
     `with_hydra` also composes the `hydra.*` overrides (launcher settings, for instance), to
-    check them; the `hydra` node is then left unresolved.
+    check them; the `hydra` node is then left unresolved. Each point is composed once per
+    process (preflight checks it, the sweep record names its run directory); callers get a copy.
     """
     check_group_choices(point)
-    register_configs()
     overrides = point if with_hydra else [o for o in point if not is_hydra_override(o)]
+    return copy.deepcopy(_composed(tuple(overrides), with_hydra))
+
+
+@functools.lru_cache(maxsize=MAX_CHECKED_POINTS)
+def _composed(overrides: tuple[str, ...], with_hydra: bool) -> Any:
+    register_configs()
+    overrides = list(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

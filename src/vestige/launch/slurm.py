@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import random
 
-from submitit.slurm.slurm import SlurmJobEnvironment
-
 # A port per job, the same on every task of it, in a range clear of the usual services.
 _PORTS = (20000, 60000)
 
@@ -31,6 +29,8 @@ def export_torch_environment() -> None:
     """
     if "RANK" in os.environ or not in_multi_task_step():
         return
+    from submitit.slurm.slurm import SlurmJobEnvironment  # only here: every start pays its import
+
     job = SlurmJobEnvironment()
     os.environ.update(
         MASTER_ADDR=job.hostnames[0],

@@ -42,12 +42,11 @@ def sweep_points(overrides: list[str]) -> list[dict[str, Any]]:
 
     points = []
     for point in expand_sweep(overrides):
-        cfg = compose_point(point)
-        points.append({"overrides": point, "run": str(Path(run_directory(cfg)).resolve())})
+        points.append({"overrides": point, "run": run_directory(compose_point(point), True)})
     return points
 
 
-def write_record(folder: Path, overrides: list[str]) -> dict[str, Any]:
+def write_record(folder: Path, overrides: list[str]) -> None:
     """Write (or refresh) `sweep.json`; earlier submissions of the same sweep are kept."""
     path = folder / RECORD
     earlier = json.loads(path.read_text()) if path.exists() else {}
@@ -60,7 +59,6 @@ def write_record(folder: Path, overrides: list[str]) -> dict[str, Any]:
         ],
     }
     atomic_write_json(path, record)
-    return record
 
 
 def sweep_runs(folder: Path) -> list[tuple[Path, list[str] | None]]:

@@ -22,12 +22,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vestige.launch.sweep import sweep_runs
-from vestige.report.grouping import condition_settings
+from vestige.report.grouping import condition_settings, mean_and_spread
 from vestige.rundir import atomic_write_text
 from vestige.train.metrics import read_metrics
 
-# the last evaluation's metrics, and the highest mean selectivity of the run
-METRICS = ("eval_acc", "eval_acc5", "eval_loss", "train_loss", "si/mean", "si/mean peak")
+# the last evaluation's metrics, then the highest mean selectivity of the run
+LAST = ("eval_acc", "eval_acc5", "eval_loss", "train_loss", "si/mean")
 GROUPED = ("eval_acc", "eval_loss", "si/mean", "si/mean peak")
 # Student's t, two-sided 95%, for 1..30 degrees of freedom; the normal 1.96 beyond.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -52,11 +52,8 @@ def t95(dof: int) -> float:
 
 def mean_and_interval(values: list[float]) -> tuple[float, float | None]:
     """Mean and the half-width of its 95% t-interval (None for a single value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return mean, t95(len(values) - 1) * sd / math.sqrt(len(values))
+    mean, half_width = mean_and_spread(values, t95(max(len(values) - 1, 1)))
+    return mean, None if math.isnan(half_width) else half_width
 
 
 def read_point(run: Path, overrides: list[str] | None) -> Point:
@@ -69,7 +66,7 @@ def read_point(run: Path, overrides: list[str] | None) -> Point:
     evaluated = [row for row in rows if row.get("eval_acc") is not None]
     last = evaluated[-1] if evaluated else {}
     si = [row["si/mean"] for row in rows if row.get("si/mean") is not None]
-    metrics = {key: last.get(key) for key in METRICS[:-1]}
+    metrics = {key: last.get(key) for key in LAST}
     metrics["si/mean peak"] = max(si) if si else None
     parent = OmegaConf.select(OmegaConf.load(run / "config.yaml"), "fork.from")
     # forks of the seeds of one baseline share a group (their parent hashes differ)

@@ -129,11 +129,11 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
-    """The mean of seeds' values and BAND_SE standard errors of it (NaN for a single seed)."""
+def mean_and_spread(values: Sequence[float], errors: float = BAND_SE) -> tuple[float, float]:
+    """The mean of seeds' values and `errors` standard errors of it (NaN for a single seed)."""
     if len(values) < 2:
         return float(np.mean(values)), math.nan
-    return float(np.mean(values)), BAND_SE * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return float(np.mean(values)), errors * float(np.std(values, ddof=1)) / math.sqrt(len(values))
 
 
 def seed_band(curves: Sequence[Curve]) -> Band:

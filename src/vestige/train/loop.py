@@ -243,9 +243,10 @@ class Training:
         if state is None and self.cfg.fork["from"]:
             parent = RunDir(Path(self.cfg.fork["from"]).expanduser()), fork.fork_step(self.cfg)
         elif state is None:  # rank 0 decides, so that every rank starts from the same state
-            parent = distributed.broadcast_object(
-                fork.shared_prefix(self.cfg, self.iterations_per_epoch)
-            )
+            found = None
+            if distributed.is_main():
+                found = fork.shared_prefix(self.cfg, self.iterations_per_epoch)
+            parent = distributed.broadcast_object(found)
         if parent is not None:
             if distributed.is_main():
                 fork.inherit_history(*parent, self.run_dir)
