@@ -23,7 +23,7 @@ from vestige.analysis.ablation_plan import (
     plan_stage,
     stage_ablations,
 )
-from vestige.config import AblationConfig
+from vestige.config import AblationConfig, SelectivityConfig
 from vestige.models.resnet import ResNet
 from vestige.results import Snapshot
 from vestige.selectivity.index import measure_selectivity
@@ -73,7 +73,9 @@ def planted_images(per_class: int = 8) -> DataLoader:
 
 def stage_plan(model, loader, stage: str, **values):
     layers = [layer for layer in measured_layers(model) if layer.stage == stage]
-    ranking = UnitRanking.measured(measure_selectivity(model, loader, layers, CLASSES, CPU))
+    ranking = UnitRanking.measured(
+        measure_selectivity(model, loader, layers, CLASSES, CPU, SelectivityConfig())
+    )
     plan = plan_stage(layers, ranking, settings(**values), seed=0, device=CPU)
     counts = sweep(model, loader, [plan.distinct], CLASSES, CPU)[0]
     return plan, counts, ranking

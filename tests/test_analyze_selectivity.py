@@ -11,6 +11,8 @@ import pytest
 from conftest import TINY, run_cli
 
 import vestige
+from vestige.config import SelectivityConfig
+from vestige.selectivity.store import SelectivityStore
 
 SNAPSHOTS = "checkpoint.snapshots=[0it,every 2it until 1ep,every 1ep]"
 
@@ -82,3 +84,13 @@ def test_analyze_without_run_analyses_the_run_its_config_trains(tmp_path):
     assert result.returncode == 0, result.stderr
     (run,) = (tmp_path / "outputs" / "runs").iterdir()
     assert f"of {run.name} to do" in result.stdout
+
+
+def test_every_setting_that_changes_the_values_names_the_store_folder(tmp_path):
+    def folder(bn_stats: str = "running", **settings) -> str:
+        return SelectivityStore(tmp_path, SelectivityConfig(**settings), bn_stats).folder.name
+
+    assert folder() == "selectivity"
+    assert folder(eps=1e-7) == "selectivity-eps1e-07"
+    assert folder(negative="keep", precision="bf16") == "selectivity-keep-bf16"
+    assert folder("recompute", units="all_relu") == "selectivity-all_relu-recompute"

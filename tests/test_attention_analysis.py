@@ -123,21 +123,43 @@ def test_nonlocality_averages_the_first_images_whatever_the_batches():
     assert first_five.nonlocality == pytest.approx(expected, rel=1e-5)
 
 
-def test_deit_has_no_gates_and_keeps_the_class_token_share_in_its_patch_block():
-    # at init q.k is tiny, so attention is ~uniform over the 49 patches and the class token; the
-    # patch block is not renormalised: the class token's 1/50 counts as distance 0
+def test_renormalised_nonlocality_of_a_class_token_layer_equals_a_hand_computation():
+    # a 2x2 grid after a class token: query 0 puts 0.5 on the class token, query 3 0.2
+    attention = torch.tensor(
+        [
+            [0.5, 0.2, 0.1, 0.1, 0.1],
+            [0.5, 0.3, 0.1, 0.1, 0.0],
+            [0.0, 0.25, 0.25, 0.25, 0.25],
+            [0.2, 0.0, 0.0, 0.4, 0.4],
+            [0.2, 0.4, 0.0, 0.0, 0.4],
+        ]
+    )[None, None]
+    patches = attention[..., 1:, 1:]
+    distance = [[0, 1, 1, 2**0.5], [1, 0, 2**0.5, 1], [1, 2**0.5, 0, 1], [2**0.5, 1, 1, 0]]
+    rows = [(0.3 * 0 + 0.1 * 1 + 0.1 * 1 + 0.0 * 2**0.5) / 0.5, (1 + 2**0.5 + 1) / 4]
+    rows += [(0.4 * 0 + 0.4 * 1) / 0.8, (0.4 * 2**0.5) / 0.8]
+    assert nonlocality(patches).item() == pytest.approx(sum(rows) / 4)
+    as_it_is = sum(patches[0, 0, i, j].item() * distance[i][j] for i in range(4) for j in range(4))
+    assert nonlocality(patches, "zero").item() == pytest.approx(as_it_is / 4)
+
+
+def test_deit_has_no_gates_and_its_patch_block_is_renormalised_unless_asked_not_to():
+    # at init q.k is tiny, so attention is ~uniform over the 49 patches and the class token:
+    # renormalised, the patch block is uniform; as it is, the class token's 1/50 counts as 0
     deit = tiny_model(local_up_to_layer=0, qkv_bias=True)
     summary = measure_attention(deit, batches(1, 2), torch.device("cpu"))
     assert summary.gates.shape == (0, HEADS) and summary.offsets.shape == (0, HEADS, 2)
     assert summary.class_token_attention == pytest.approx(np.full((3, HEADS), 1 / 50), rel=0.05)
-    expected = 49 / 50 * patch_distances(7).mean().item()
-    assert summary.nonlocality == pytest.approx(np.full((3, HEADS), expected), rel=0.03)
+    uniform = patch_distances(7).mean().item()
+    assert summary.nonlocality == pytest.approx(np.full((3, HEADS), uniform), rel=0.03)
+    zero = measure_attention(deit, batches(1, 2), torch.device("cpu"), class_token="zero")
+    assert zero.nonlocality == pytest.approx(np.full((3, HEADS), 49 / 50 * uniform), rel=0.03)
 
 
 def test_negative_unit_outputs_are_kept_clamped_or_made_absolute_before_the_token_mean():
     layer = UnitLayer("blocks.0.mlp.act", "blocks", 0, 2, "blocks.0.mlp.act", leading_tokens=1)
     tokens = torch.tensor([[[-5.0, -5.0], [-1.0, 2.0], [3.0, -0.5]]])  # class token first
-    assert unit_activations(tokens, layer).tolist() == [[1.0, 0.75]]
+    assert unit_activations(tokens, layer, "keep").tolist() == [[1.0, 0.75]]
     assert unit_activations(tokens, layer, "clamp").tolist() == [[1.5, 1.0]]
     assert unit_activations(tokens, layer, "abs").tolist() == [[2.0, 1.25]]
 
@@ -210,4 +232,35 @@ def test_attention_analysis_of_a_resnet_run_is_one_line_error(convit_run, tmp_pa
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: analysis=attention needs a ConViT or DeiT run; {tmp_path.name} is resnet18"
+    ]
+
+
+def test_nonlocality_with_the_class_token_counted_as_zero_is_stored_apart_and_recorded(convit_run):
+    analyze(convit_run, "analysis=attention", "analysis.attention.class_token=zero")
+    folders = {"renormalise": convit_run / "attention", "zero": convit_run / "attention-zero"}
+    for class_token, folder in folders.items():
+        with np.load(folder / "step_00000000.npz") as data:
+            assert str(data["class_token"]) == class_token
+    # the GPSA layers never see the class token: only the last, plain layer differs
+    renormalised, zero = (read_rows(f / "nonlocality.csv") for f in folders.values())
+    for a, b in zip(renormalised, zero, strict=True):
+        if a["layer"] != "2":
+            assert a["nonlocality"] == b["nonlocality"]
+    assert any(
+        a["nonlocality"] != b["nonlocality"] for a, b in zip(renormalised, zero, strict=True)
+    )
+
+
+def test_recomputed_batchnorm_statistics_for_a_model_without_batchnorm_is_one_line(convit_run):
+    args = [
+        "task=analyze",
+        f"run={convit_run}",
+        "analysis=attention",
+        "analysis.bn_stats=recompute",
+    ]
+    result = run_cli(args, convit_run)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: analysis.bn_stats=recompute is invalid: {convit_run.name} has no BatchNorm "
+        "layers to re-estimate; use analysis.bn_stats=running"
     ]

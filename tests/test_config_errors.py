@@ -26,6 +26,9 @@ MISTAKES = {
     "hydra/launcher=slrum": "hydra/launcher='slrum'",
     "task=collect sweep=/no/such/sweep": "sweep='/no/such/sweep'",
     "analysis.linearity.images=5": "add analysis=<ablation | attention | linearity | selectivity>",
+    # R needs each image's own class: Mixup/CutMix blend them (reference/class-selectivity.md §3)
+    "regularizer=selectivity data.mixup=0.8": "regularizer='selectivity' is invalid: R needs",
+    "regularizer=selectivity data.cutmix=1.0": "set data.mixup=0 and data.cutmix=0",
 }
 
 

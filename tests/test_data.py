@@ -131,14 +131,25 @@ def test_synthetic_classes_are_separable_by_their_mean_image() -> None:
 # --- limits and eval split ------------------------------------------------------------------
 
 
-def test_limits_keep_the_first_items_and_set_epoch() -> None:
-    full = build_datasets(synthetic_cfg(augment=True), seed=0)
-    limited = build_datasets(synthetic_cfg(augment=True, train_limit=30, eval_limit=10), seed=0)
+def test_limited_splits_hold_images_of_the_whole_split_in_its_order() -> None:
+    full = build_datasets(synthetic_cfg(), seed=0)
+    limited = build_datasets(synthetic_cfg(train_limit=30, eval_limit=10), seed=0)
     assert (len(limited.train), len(limited.eval)) == (30, 10)
-    full.train.set_epoch(2)
-    limited.train.set_epoch(2)
-    assert torch.equal(limited.train[29][0], full.train[29][0])
-    assert torch.equal(limited.eval[9][0], full.eval[9][0])
+    kept = limited.eval.indices
+    assert kept == sorted(kept)
+    for position, index in enumerate(kept):
+        assert torch.equal(limited.eval[position][0], full.eval[index][0])
+
+
+def test_a_limited_augmented_split_follows_its_epoch() -> None:
+    limited = build_datasets(synthetic_cfg(augment=True, train_limit=30), seed=0).train
+    limited.set_epoch(1)
+    first = limited[5][0]
+    limited.set_epoch(2)
+    second = limited[5][0]
+    limited.set_epoch(1)
+    assert torch.equal(limited[5][0], first)
+    assert not torch.equal(first, second)
 
 
 def test_limit_larger_than_the_split_keeps_it_whole() -> None:

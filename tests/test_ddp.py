@@ -195,7 +195,7 @@ def single_process_measurement(run_dir: Path, step: int) -> tuple[dict, dict]:
     metrics = evaluate(model, loader, torch.device("cpu"), [])
     layers = measured_layers(model, cfg.selectivity.units)
     result = measure_selectivity(
-        model, loader, layers, splits.num_classes, torch.device("cpu"), cfg.selectivity.eps
+        model, loader, layers, splits.num_classes, torch.device("cpu"), cfg.selectivity
     )
     return metrics, result.unit_table()
 

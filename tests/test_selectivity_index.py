@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from vestige.config import ConViTConfig, ResNetConfig
+from vestige.config import ConViTConfig, ResNetConfig, SelectivityConfig
 from vestige.errors import ConfigError
 from vestige.models.convit import build_convit
 from vestige.models.resnet import build_resnet
@@ -27,6 +27,7 @@ from vestige.selectivity.units import (
 )
 
 EPS = 1e-6
+SETTINGS = SelectivityConfig()  # the defaults of the selectivity config section
 
 
 def tiny_resnet(name: str = "resnet18", width: float = 0.125) -> nn.Module:
@@ -124,7 +125,7 @@ def test_preferred_class_is_the_class_with_the_largest_mean():
     acts = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
     stats = ClassConditionalStats(4)
     stats.update({"layer": acts}, targets)
-    result = SelectivityResult.from_stats(stats, [flat_layer(2)])
+    result = SelectivityResult.from_stats(stats, [flat_layer(2)], EPS)
     assert result.preferred_class["layer"].tolist() == [3, 1]
 
 
@@ -156,9 +157,9 @@ def test_all_reduce_in_one_process_leaves_the_statistics_unchanged():
 def test_one_pass_over_all_layers_equals_measuring_each_layer_alone():
     model, batches = tiny_resnet(), loader()
     layers = measured_layers(model)
-    together = measure_selectivity(model, batches, layers, 4, torch.device("cpu"))
+    together = measure_selectivity(model, batches, layers, 4, torch.device("cpu"), SETTINGS)
     for layer in layers:
-        alone = measure_selectivity(model, batches, [layer], 4, torch.device("cpu"))
+        alone = measure_selectivity(model, batches, [layer], 4, torch.device("cpu"), SETTINGS)
         torch.testing.assert_close(together.si[layer.name], alone.si[layer.name])
 
 
@@ -166,24 +167,24 @@ def test_measurement_runs_in_eval_mode_and_restores_the_mode():
     model = tiny_resnet().train()
     seen = []
     model.register_forward_pre_hook(lambda module, args: seen.append(module.training))
-    measure_selectivity(model, loader(1), measured_layers(model), 4, torch.device("cpu"))
+    measure_selectivity(model, loader(1), measured_layers(model), 4, torch.device("cpu"), SETTINGS)
     assert seen == [False] and model.training
 
 
 def test_probe_measures_alongside_an_ordinary_forward_pass():
     model, batches = tiny_resnet(), loader()
     layers = measured_layers(model)
-    with torch.no_grad(), SelectivityProbe(model, layers, 4) as probe:
+    with torch.no_grad(), SelectivityProbe(model, layers, 4, SETTINGS) as probe:
         for images, targets in batches:
             model(images)
             probe.after_forward(targets)
-    expected = measure_selectivity(model, batches, layers, 4, torch.device("cpu"))
+    expected = measure_selectivity(model, batches, layers, 4, torch.device("cpu"), SETTINGS)
     assert probe.result().summary() == pytest.approx(expected.summary())
 
 
 def test_probe_refuses_an_update_without_a_forward_pass():
     model = tiny_resnet()
-    with SelectivityProbe(model, measured_layers(model), 4) as probe:
+    with SelectivityProbe(model, measured_layers(model), 4, SETTINGS) as probe:
         with pytest.raises(RuntimeError, match="forward pass"):
             probe.after_forward(torch.tensor([0]))
 
@@ -220,7 +221,10 @@ def test_recorded_activations_are_spatial_means_of_torchvision_relu_nodes():
     block_outputs, all_relu = measured_layers(model), measured_layers(model, "all_relu")
     images = torch.randn(2, 3, 8, 8)
     features = create_feature_extractor(model, [layer.name for layer in all_relu])(images)
-    with record_unit_activations(model, block_outputs + all_relu) as acts, torch.no_grad():
+    with (
+        record_unit_activations(model, block_outputs + all_relu, SETTINGS.negative) as acts,
+        torch.no_grad(),
+    ):
         model(images)
     for layer in all_relu:
         torch.testing.assert_close(acts[layer.name], features[layer.name].mean(dim=(2, 3)))
@@ -232,7 +236,7 @@ def test_activations_keep_the_graph_only_when_asked():
     model = tiny_resnet()
     layers = measured_layers(model)
     for keep_grad in (False, True):
-        with record_unit_activations(model, layers, keep_grad=keep_grad) as acts:
+        with record_unit_activations(model, layers, SETTINGS.negative, keep_grad=keep_grad) as acts:
             model(torch.randn(2, 3, 8, 8))
         assert all(a.requires_grad == keep_grad for a in acts.values())
 
@@ -243,7 +247,7 @@ def hook_count(model: nn.Module) -> int:
 
 def test_hooks_are_removed_after_the_context():
     model = tiny_resnet()
-    with record_unit_activations(model, measured_layers(model, "all_relu")):
+    with record_unit_activations(model, measured_layers(model, "all_relu"), SETTINGS.negative):
         assert hook_count(model) > 0
     assert hook_count(model) == 0
 
@@ -251,7 +255,7 @@ def test_hooks_are_removed_after_the_context():
 def test_hooks_are_removed_after_an_exception():
     model = tiny_resnet()
     with pytest.raises(ValueError, match="boom"):
-        with record_unit_activations(model, measured_layers(model)):
+        with record_unit_activations(model, measured_layers(model), SETTINGS.negative):
             raise ValueError("boom")
     assert hook_count(model) == 0
 
@@ -268,7 +272,7 @@ def test_transformer_units_average_patch_tokens_without_the_class_token():
     ]
     hidden = []
     model.blocks[1].mlp.act.register_forward_hook(lambda m, args, out: hidden.append(out))
-    with record_unit_activations(model, layers) as acts, torch.no_grad():
+    with record_unit_activations(model, layers, SETTINGS.negative) as acts, torch.no_grad():
         model(torch.randn(2, 3, 8, 8))
     torch.testing.assert_close(acts["blocks.1.mlp.act"], hidden[0][:, 1:].mean(dim=1))
 
@@ -301,7 +305,9 @@ def test_aggregates_are_layer_then_stage_then_network_means():
 
 def test_unit_table_of_a_result_carries_si_and_preferred_class():
     model = tiny_resnet()
-    result = measure_selectivity(model, loader(), measured_layers(model), 4, torch.device("cpu"))
+    result = measure_selectivity(
+        model, loader(), measured_layers(model), 4, torch.device("cpu"), SETTINGS
+    )
     table = result.unit_table()
     assert set(table) == {"layer", "stage", "block", "channel", "si", "preferred_class"}
     assert {len(column) for column in table.values()} == {len(table["si"])}

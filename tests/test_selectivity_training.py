@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY, run_cli
 
-from vestige.config import RegularizerConfig, ResNetConfig
+from vestige.config import RegularizerConfig, ResNetConfig, SelectivityConfig
 from vestige.errors import ConfigError
 from vestige.models import build_model
 from vestige.preflight import preflight
@@ -21,6 +21,7 @@ from vestige.selectivity.training import SelectivityRegularizer
 from vestige.selectivity.units import measured_layers, record_unit_activations
 
 IPE = 4
+NEGATIVE = SelectivityConfig().negative  # the selectivity config's treatment of GELU units
 
 
 def tiny_model() -> torch.nn.Module:
@@ -35,15 +36,18 @@ def batch(size: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_term_is_minus_alpha_times_the_penalty_of_the_same_batch():
     model, (images, targets) = tiny_model(), batch()
-    regularizer = SelectivityRegularizer(RegularizerConfig("selectivity", alpha="-20@1ep"))
+    regularizer = SelectivityRegularizer(
+        RegularizerConfig("selectivity", alpha="-20@1ep"), NEGATIVE
+    )
     layers = measured_layers(model)
     with (
         regularizer.attach(model, IPE),
-        record_unit_activations(model, layers, keep_grad=True) as acts,
+        record_unit_activations(model, layers, NEGATIVE, keep_grad=True) as acts,
     ):
         model(images)
         term, logs = regularizer.penalty(IPE, targets)
-    expected = selectivity_penalty(acts, targets, layers, num_classes=7)
+    cfg = RegularizerConfig()
+    expected = selectivity_penalty(acts, targets, layers, 7, cfg.stages, cfg.eps, cfg.sync)
     assert term.item() == pytest.approx(20.0 * expected.item(), rel=1e-6)
     assert term.requires_grad
     assert logs["reg/alpha"].item() == -20.0
@@ -53,7 +57,9 @@ def test_term_is_minus_alpha_times_the_penalty_of_the_same_batch():
 
 def test_at_alpha_zero_the_term_is_a_constant_zero_and_r_is_still_logged():
     model, (images, targets) = tiny_model(), batch()
-    regularizer = SelectivityRegularizer(RegularizerConfig("selectivity", alpha="-20@1ep"))
+    regularizer = SelectivityRegularizer(
+        RegularizerConfig("selectivity", alpha="-20@1ep"), NEGATIVE
+    )
     with regularizer.attach(model, IPE):
         model(images)
         term, logs = regularizer.penalty(IPE - 1, targets)
@@ -79,21 +85,23 @@ def train_three_steps(regularizer: SelectivityRegularizer | None) -> list[torch.
 def test_before_its_window_opens_the_regularizer_leaves_training_bitwise_unchanged():
     plain = train_three_steps(None)
     hooked = train_three_steps(
-        SelectivityRegularizer(RegularizerConfig("selectivity", alpha="-20@1ep"))
+        SelectivityRegularizer(RegularizerConfig("selectivity", alpha="-20@1ep"), NEGATIVE)
     )
     assert all(torch.equal(a, b) for a, b in zip(plain, hooked, strict=True))
 
 
 def test_hooks_are_removed_when_training_ends():
     model = tiny_model()
-    regularizer = SelectivityRegularizer(RegularizerConfig("selectivity"))
+    regularizer = SelectivityRegularizer(RegularizerConfig("selectivity"), NEGATIVE)
     with regularizer.attach(model, IPE):
         pass
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 def test_unknown_stages_are_refused_when_the_model_is_known():
-    regularizer = SelectivityRegularizer(RegularizerConfig("selectivity", stages=["layer9"]))
+    regularizer = SelectivityRegularizer(
+        RegularizerConfig("selectivity", stages=["layer9"]), NEGATIVE
+    )
     with pytest.raises(ConfigError, match="regularizer.stages=.*layer9"):
         with regularizer.attach(tiny_model(), IPE):
             pass

@@ -69,8 +69,12 @@ class DataConfig:
     random_erasing: float = 0.0  # with augment: probability of random erasing
     mixup: float = 0.0  # Mixup alpha on training batches (0: off)
     cutmix: float = 0.0  # CutMix alpha on training batches (0: off); both: one per batch
-    train_limit: int | None = None  # first N training images (a laptop-scale subset)
+    # subsets that keep every class (data/subsets.py): N images drawn per class as evenly as the
+    # data allows (seeded by subset_seed), or the first floor(fraction x n_c) of each class
+    train_limit: int | None = None
     eval_limit: int | None = None
+    fraction: float | None = None  # of every class of the training split (ConViT §5)
+    subset_seed: int = 0
     eval_split: str = "test"  # which split evaluation and selectivity use
     download: bool = False
     num_workers: int = 0
@@ -139,6 +143,8 @@ class SelectivityConfig:
     # keep them, clamp them at 0, or take absolute values before averaging over tokens
     # (a no-op after ReLU, so clamp is the default for every architecture)
     negative: str = "clamp"  # keep | clamp | abs
+    # the measurement pass: fp32 (TF32 off) whatever the training precision, or bf16 autocast
+    precision: str = "fp32"  # fp32 | bf16
 
 
 @dataclass
@@ -174,6 +180,8 @@ class AblationConfig:
 
 
 LINEARITY_PROBES = ("linearized", "linear_classifier", "relu_flips")
+BN_STATS = ("running", "recompute")
+CLASS_TOKEN_CHOICES = ("renormalise", "zero")
 
 
 @dataclass
@@ -205,6 +213,16 @@ class LinearityConfig:
 
 
 @dataclass
+class AttentionConfig:
+    """analysis=attention: how a block that carries the class token is compared with one that
+    does not (reference/convit.md §6)."""
+
+    # renormalise: each patch's attention over patches rescaled to sum to 1, as in a GPSA block;
+    # zero: the share a patch puts on the class token counts as distance 0
+    class_token: str = "renormalise"  # renormalise | zero
+
+
+@dataclass
 class AnalysisConfig:
     """task=analyze: which analysis, over which snapshots of `run`."""
 
@@ -212,8 +230,13 @@ class AnalysisConfig:
     snapshots: list[str] | None = None  # snapshot rules as in checkpoint.snapshots; null: all
     batch_size: int = 256
     images: int = 1024  # analysis=attention: images averaged for nonlocality (convit.md §6)
+    # BatchNorm running statistics of each snapshot as stored (running), or re-estimated on
+    # bn_images training images before measuring (recompute; analysis/batchnorm.py)
+    bn_stats: str = "running"  # running | recompute
+    bn_images: int = 1000
     ablation: AblationConfig = field(default_factory=AblationConfig)
     linearity: LinearityConfig = field(default_factory=LinearityConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
 
 
 @dataclass
@@ -328,6 +351,10 @@ def validate(cfg: Any, world_size: int = 1) -> None:
         value = getattr(cfg.data, key)
         if value is not None and value <= 0:
             fail(f"data.{key}", value, "use a positive number of images, or null for all")
+    if d.fraction is not None and not 0 < d.fraction <= 1:
+        fail("data.fraction", d.fraction, "use a fraction of every class in (0, 1], or null")
+    if d.fraction is not None and d.train_limit is not None:
+        fail("data.fraction", d.fraction, "set data.fraction or data.train_limit, not both")
     if cfg.optim.name not in ("sgd", "adamw"):
         fail("optim", cfg.optim.name, "choose sgd or adamw")
     if cfg.optim.lr <= 0:
@@ -386,6 +413,15 @@ def validate(cfg: Any, world_size: int = 1) -> None:
     if cfg.checkpoint.keep_resume < 1:
         fail("checkpoint.keep_resume", cfg.checkpoint.keep_resume, "keep at least 1")
     validate_regularizer(cfg.regularizer)
+    if cfg.regularizer.name != "none" and (d.mixup or d.cutmix):
+        fail(
+            "regularizer",
+            cfg.regularizer.name,
+            "R needs each image's own class, which Mixup/CutMix blend away: set data.mixup=0 "
+            "and data.cutmix=0, or regularizer=none",
+        )
+    if cfg.selectivity.precision not in ("fp32", "bf16"):
+        fail("selectivity.precision", cfg.selectivity.precision, "choose fp32 or bf16")
     if cfg.selectivity.negative not in ("keep", "clamp", "abs"):
         fail("selectivity.negative", cfg.selectivity.negative, "choose keep, clamp or abs")
     if cfg.selectivity.units not in ("block_output", "all_relu"):
@@ -425,6 +461,20 @@ def _validate_analysis(cfg: Any) -> None:
     if cfg.analysis.batch_size <= 0:
         raise ConfigError(
             f"analysis.batch_size={cfg.analysis.batch_size} is invalid: use a positive size"
+        )
+    if cfg.analysis.bn_stats not in BN_STATS:
+        raise ConfigError(
+            f"analysis.bn_stats={cfg.analysis.bn_stats!r} is invalid: choose "
+            f"{' or '.join(BN_STATS)}"
+        )
+    if cfg.analysis.bn_images <= 0:
+        raise ConfigError(
+            f"analysis.bn_images={cfg.analysis.bn_images} is invalid: use a positive number"
+        )
+    if cfg.analysis.attention.class_token not in CLASS_TOKEN_CHOICES:
+        raise ConfigError(
+            f"analysis.attention.class_token={cfg.analysis.attention.class_token!r} is invalid: "
+            f"choose {' or '.join(CLASS_TOKEN_CHOICES)}"
         )
     for i, spec in enumerate(cfg.analysis.snapshots or []):
         try:

@@ -16,4 +16,4 @@ def build_observers(cfg: Any, run: RunDir) -> list[Observer]:
 
 def build_regularizers(cfg: Any) -> list[Regularizer]:
     selective = cfg.regularizer.name == "selectivity"
-    return [SelectivityRegularizer(cfg.regularizer)] if selective else []
+    return [SelectivityRegularizer(cfg.regularizer, cfg.selectivity.negative)] if selective else []

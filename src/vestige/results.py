@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from vestige.config import RunConfig, register_configs
+from vestige.config import RunConfig, SelectivityConfig, register_configs
 from vestige.errors import ConfigError
 from vestige.models import build_model
 from vestige.rundir import MODEL_SCHEMAS, RunDir
@@ -76,15 +76,15 @@ class Run:
             self.config.model, data["num_classes"], data["channels"], data["image_size"]
         )
 
-    def selectivity(
-        self, units: str = "block_output", negative: str = "clamp"
-    ) -> dict[str, np.ndarray]:
+    def selectivity(self, bn_stats: str = "running", **settings: Any) -> dict[str, np.ndarray]:
         """Per-unit selectivity at every measured snapshot, one row per (snapshot, unit):
-        columns step, epoch, layer, stage, block, channel, si, preferred_class."""
-        store = SelectivityStore(self.path, units, negative)
+        columns step, epoch, layer, stage, block, channel, si, preferred_class. `settings` are
+        `selectivity` config keys that differ from the defaults (e.g. units="all_relu");
+        `bn_stats="recompute"`: measured with re-estimated BatchNorm statistics."""
+        store = SelectivityStore(self.path, SelectivityConfig(**settings), bn_stats)
         if not store.steps():
             raise ConfigError(
-                f"run {self.path.name} has no {units} selectivity yet: run "
+                f"run {self.path.name} has no selectivity in {store.folder.name} yet: run "
                 f"vestige-run task=analyze run={self.path} analysis=selectivity"
             )
         return store.table()

@@ -116,7 +116,7 @@ def train(cfg: DictConfig) -> None:
                 host=socket.gethostname(),
                 world_size=training.world,
                 device=str(training.device),
-                dataset=training.dataset_shape,
+                dataset=training.dataset_info,
                 iterations_per_epoch=training.iterations_per_epoch,
                 command=sys.argv,
             )

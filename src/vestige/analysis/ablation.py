@@ -8,7 +8,11 @@ time, `scope=unit` one unit at a time (the `top_units` most selective and as man
 The SI comes from the run's selectivity store when it holds this snapshot (and the settings need
 nothing else), otherwise from one measurement pass (`selectivity/index.py` either way).
 
-Files, in `ablation/` (other settings than the defaults: `ablation-<hash>/`, with `settings.json`):
+With `analysis.bn_stats=recompute` the ranking and the ablations use the snapshot's network with
+re-estimated BatchNorm statistics (analysis/batchnorm.py), and the results get their own folder.
+
+Files, in `ablation/` (other settings than the defaults, re-estimated BatchNorm statistics
+included: `ablation-<hash>/`, with `settings.json`):
     step_NNNNNNNN-<stage>.csv   one snapshot and stage, written atomically when done
     ablation.csv                every row of every snapshot, rebuilt by `finish`
     auc.csv                     area under each normalised curve, mean and spread over draws
@@ -54,11 +58,15 @@ IDENTITY = ("k", "k_fractions", "value", "scope", "top_units", "random_draws", "
 _STAGE_FILE = re.compile(r"^step_(\d{8})-(\w+)\.csv$")
 
 
-def results_folder(run_path: Path, settings: Any) -> Path:
-    """`ablation/` for the default settings, `ablation-<hash of the others>/` otherwise."""
+def results_folder(run_path: Path, settings: Any, bn_stats: str = "running") -> Path:
+    """`ablation/` for the default settings, `ablation-<hash of the others>/` otherwise;
+    `bn_stats` is how the snapshots' BatchNorm statistics were obtained (analysis/batchnorm.py:
+    `bn_label`), `running` being the default."""
     defaults = {f.name: getattr(AblationConfig(), f.name) for f in fields(AblationConfig)}
     chosen = {key: _plain(settings[key]) for key in IDENTITY}
     differs = {key: value for key, value in chosen.items() if value != defaults[key]}
+    if bn_stats != "running":
+        differs["bn_stats"] = bn_stats
     if not differs:
         return run_path / "ablation"
     digest = hashlib.sha256(json.dumps(differs, sort_keys=True).encode()).hexdigest()[:8]
@@ -83,7 +91,7 @@ class AblationAnalysis:
     def __init__(self, ctx: AnalysisContext) -> None:
         self.ctx = ctx
         self.settings = ctx.cfg.analysis.ablation
-        self.folder = results_folder(ctx.run.path, self.settings)
+        self.folder = results_folder(ctx.run.path, self.settings, ctx.bn_label)
         self.layers = measured_layers(ctx.run.build_model(), "block_output")
         every = list(dict.fromkeys(layer.stage for layer in self.layers))
         self.stages = [s for s in every if s in (self.settings.stages or every)]
@@ -127,6 +135,7 @@ class AblationAnalysis:
             self.settings.masks_per_forward,
         )
         settings = {key: _plain(self.settings[key]) for key in IDENTITY}
+        settings["bn_stats"] = self.ctx.bn_label
         atomic_write_json(self.folder / "settings.json", settings)
         numbers = {}
         for plan, stage_counts in zip(plans, counts, strict=True):
@@ -140,17 +149,14 @@ class AblationAnalysis:
     ) -> UnitRanking:
         """From the selectivity store when it has this snapshot and nothing more is needed;
         otherwise measured on the ranking images (§2)."""
+        selectivity = self.ctx.cfg.selectivity
         if self.settings.split == "same" and self.settings.value == "zero":
-            stored = _stored_ranking(SelectivityStore(self.ctx.run.path), snapshot.step, layers)
+            store = SelectivityStore(self.ctx.run.path, selectivity, self.ctx.bn_label)
+            stored = _stored_ranking(store, snapshot.step, layers)
             if stored is not None:
                 return stored
         result = measure_selectivity(
-            model,
-            self.rank_loader,
-            layers,
-            self.ctx.num_classes,
-            self.ctx.device,
-            self.ctx.cfg.selectivity.eps,
+            model, self.rank_loader, layers, self.ctx.num_classes, self.ctx.device, selectivity
         )
         return UnitRanking.measured(result)
 

@@ -11,6 +11,10 @@ Per snapshot, in `attention/step_N.npz`:
 Per run, rebuilt by `finish`: `gates.csv`, `nonlocality.csv` (step, epoch, layer, head, value) and
 `gates.png`, `nonlocality.png` (mean over heads per layer vs epoch; no `gates.png` for DeiT).
 
+A layer that carries the class token is measured over its patch-to-patch block, rows renormalised
+to sum to 1 (`analysis.attention.class_token=renormalise`, the default), or as it is (`zero`, in
+`attention-zero/`); each step file records which.
+
 Nonlocality is measured on each layer's real input: the maps are those recorded during ordinary
 forwards of the first `analysis.images` images of the evaluation split (fewer if it is smaller),
 not raw patch embeddings fed to every layer (the bug §6 warns about).
@@ -24,6 +28,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,14 +51,18 @@ def patch_distances(side: int, device: torch.device | str | None = None) -> Tens
     return relative_offsets(side, device)[..., 0].sqrt()
 
 
-def nonlocality(attention: Tensor) -> Tensor:
+def nonlocality(attention: Tensor, class_token: str = "renormalise") -> Tensor:
     """(1/L) sum_ij A_ij ||d_ij|| per image and head, (B, H), of (B, H, L, L) patch attention.
 
-    reference/convit.md §6. The weights are used as they are: for a layer that carries a class
-    token, the caller passes the patch-to-patch block without renormalising its rows, so the share
-    of attention a patch puts on the class token counts as distance 0 (the paper's definition
-    applied to the patch block; `class_token_attention` records that share).
+    reference/convit.md §6. In a layer that carries a class token, the patch-to-patch block's rows
+    sum to less than 1: `renormalise` (the default) rescales each row to sum to 1, so the layer is
+    measured like a GPSA layer, which never sees the class token; `zero` uses the block as it is,
+    so the share a patch puts on the class token counts as distance 0, which lowers DeiT's
+    nonlocality against ConViT's (`class_token_attention` records that share). Rows of a layer
+    without a class token already sum to 1: both give the same.
     """
+    if class_token == "renormalise":
+        attention = attention / attention.sum(dim=-1, keepdim=True).clamp(min=1e-12)
     side = math.isqrt(attention.shape[-1])
     distances = patch_distances(side, attention.device).to(attention.dtype)
     return torch.einsum("bhij,ij->bh", attention, distances) / attention.shape[-1]
@@ -93,8 +102,10 @@ def measure_attention(
     loader: Iterable[tuple[Tensor, Tensor]],
     device: torch.device,
     images: int = NONLOCALITY_IMAGES,
+    class_token: str = "renormalise",
 ) -> AttentionSummary:
-    """Gates, offsets and nonlocality averaged over the first `images` images of `loader`.
+    """Gates, offsets and nonlocality averaged over the first `images` images of `loader`;
+    `class_token` as in `nonlocality`.
 
     Eval mode (the model's mode is restored); sums stay on the device, only the per-layer (heads,)
     means come back.
@@ -114,7 +125,9 @@ def measure_attention(
             for name, record in maps.items():
                 lead = int(model.get_submodule(name.rpartition(".")[0]).class_token)
                 patches = record.attention[:, :, lead:]
-                local = nonlocality(patches[..., lead:]).sum(dim=0, dtype=torch.float64)
+                local = nonlocality(patches[..., lead:], class_token).sum(
+                    dim=0, dtype=torch.float64
+                )
                 to_class = patches[..., :lead].sum(dim=(-1, -2)).sum(dim=0, dtype=torch.float64)
                 nonlocal_sum[name] = nonlocal_sum.get(name, 0) + local
                 class_sum[name] = class_sum.get(name, 0) + to_class / patches.shape[-2]
@@ -138,6 +151,11 @@ def measure_attention(
     )
 
 
+def attention_folder(run_path: Path, class_token: str = "renormalise") -> Path:
+    """`attention/`, or `attention-zero/` for nonlocality with `class_token=zero`."""
+    return run_path / ("attention" if class_token == "renormalise" else f"attention-{class_token}")
+
+
 def _block_index(name: str) -> int:
     """`blocks.3.attn` -> 3."""
     return int(name.split(".")[-2])
@@ -155,7 +173,8 @@ class AttentionAnalysis:
                 f"analysis=attention needs a ConViT or DeiT run; {ctx.run.path.name} is {model}"
             )
         self.ctx = ctx
-        self.folder = ctx.run.path / "attention"
+        self.class_token = ctx.cfg.analysis.attention.class_token
+        self.folder = attention_folder(ctx.run.path, self.class_token)
 
     def done_steps(self) -> set[int]:
         return set(self._steps())
@@ -169,13 +188,18 @@ class AttentionAnalysis:
 
     def analyze(self, snapshot: Snapshot, model: nn.Module) -> dict[str, float]:
         summary = measure_attention(
-            model, self.ctx.eval_loader, self.ctx.device, self.ctx.cfg.analysis.images
+            model,
+            self.ctx.eval_loader,
+            self.ctx.device,
+            self.ctx.cfg.analysis.images,
+            self.class_token,
         )
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
             step=np.int64(snapshot.step),
             epoch=np.float64(snapshot.epoch),
+            class_token=np.str_(self.class_token),
             **{key: np.asarray(value) for key, value in summary.__dict__.items()},
         )
         atomic_write_bytes(self.folder / f"step_{snapshot.step:08d}.npz", buffer.getvalue())

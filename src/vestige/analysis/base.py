@@ -9,14 +9,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vestige.analysis.batchnorm import bn_label, recompute_batchnorm_statistics
 from vestige.results import Run, Snapshot
 
 
 @dataclass
 class AnalysisContext:
     """What an analysis may use: the run, the config of this command, the device, the run's
-    evaluation split, its number of classes, and the snapshots this command analyses (chosen by
-    `analysis.snapshots`, done or not, in step order)."""
+    evaluation split, its number of classes, the snapshots this command analyses (chosen by
+    `analysis.snapshots`, done or not, in step order) and, with `analysis.bn_stats=recompute`,
+    the training batches that BatchNorm statistics are re-estimated on."""
 
     run: Run
     cfg: Any
@@ -24,6 +26,21 @@ class AnalysisContext:
     eval_loader: DataLoader
     num_classes: int
     snapshots: list[Snapshot] = field(default_factory=list)
+    bn_batches: DataLoader | None = None
+
+    @property
+    def bn_label(self) -> str:
+        """`running` or `recompute[N]`: names the results folder of measurements that depend
+        on BatchNorm statistics (analysis/batchnorm.py)."""
+        return bn_label(self.cfg.analysis)
+
+    def load_model(self, snapshot: Snapshot) -> nn.Module:
+        """A snapshot's network on the device in eval mode, with its stored BatchNorm statistics
+        or, with `analysis.bn_stats=recompute`, re-estimated ones."""
+        model = self.run.load_model(snapshot).to(self.device)
+        if self.bn_batches is None:
+            return model
+        return recompute_batchnorm_statistics(model, self.bn_batches, self.device)
 
 
 class Analysis(Protocol):

@@ -21,6 +21,9 @@ snapshot before it, or one fixed snapshot); all probes use the same first
   between t and t+d on the same images; over all layers and per stage, every state counting
   once. For GELU units (ConViT/DeiT) "on" is a positive output, i.e. a positive input.
 
+With `analysis.bn_stats=recompute` both snapshots of a pair use re-estimated BatchNorm
+statistics (analysis/batchnorm.py), and the files go to `linearity-recompute/`.
+
 Files in `linearity/`: `step_N.json` per snapshot (the settings it was measured with, its base,
 the numbers); `linearized.csv`, `linear_classifier.csv`, `relu_flips.csv` rebuilt by `finish`,
 one row per snapshot (pair); `linear_classifier.pt` the cached regression. A snapshot counts as
@@ -35,10 +38,10 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from vestige.analysis.base import AnalysisContext
@@ -48,18 +51,27 @@ from vestige.analysis.linear_classifier import (
     save_cached,
     train_linear_classifier,
 )
-from vestige.analysis.linearized import full_precision, linear_term, weight_step
+from vestige.analysis.linearized import linear_term, weight_step
 from vestige.analysis.mutual_information import performance_correlation
 from vestige.config import LINEARITY_PROBES
-from vestige.data import build_datasets
+from vestige.data import unaugmented_training_split
 from vestige.errors import ConfigError
 from vestige.results import Snapshot
 from vestige.rundir import atomic_write_text
-from vestige.selectivity.units import UnitLayer, measured_layers, record_unit_activations
+from vestige.selectivity.units import UnitLayer, measured_layers, record_unit_states
 from vestige.step import Step
+from vestige.train.precision import full_precision
 from vestige.train.seeding import derive_seed
 
 PAIR_PROBES = ("linearized", "relu_flips")
+
+
+def linearity_folder(run_path: Path, bn_stats: str = "running") -> Path:
+    """`linearity/`, or `linearity-<bn_stats>/` for snapshots with re-estimated BatchNorm
+    statistics (analysis/batchnorm.py: `bn_label`)."""
+    return run_path / ("linearity" if bn_stats == "running" else f"linearity-{bn_stats}")
+
+
 _STEP_FILE = re.compile(r"^step_(\d{8})\.json$")
 
 
@@ -160,10 +172,10 @@ def measure_linearity(
         for inputs, targets in batches:
             inputs, targets = inputs.to(device), targets.to(device)
             images += len(targets)
-            with record_unit_activations(model, watched, states=True) as states:
+            with record_unit_states(model, watched) as states:
                 logits = model(inputs)
             if pairs:
-                with record_unit_activations(base, watched, states=True) as base_states:
+                with record_unit_states(base, watched) as base_states:
                     base_logits = base(inputs)
                 flips.add(states, base_states)
             if "linearized" in pairs:
@@ -192,7 +204,7 @@ class LinearityAnalysis:
         self.ctx = ctx
         self.settings = ctx.cfg.analysis.linearity
         self.probes = [p for p in LINEARITY_PROBES if p in self.settings.probes]
-        self.folder = ctx.run.path / "linearity"
+        self.folder = linearity_folder(ctx.run.path, ctx.bn_label)
         self.bases = self._bases()
         self.record_settings = self._record_settings()
         self._kept: tuple[int, nn.Module] | None = None  # the last base model loaded or seen
@@ -288,7 +300,7 @@ class LinearityAnalysis:
     def _base_model(self, base: Snapshot) -> nn.Module:
         """The base network: the one analysed just before when it is the base, else loaded."""
         if self._kept is None or self._kept[0] != base.step:
-            self._kept = (base.step, self.ctx.run.load_model(base).to(self.ctx.device))
+            self._kept = (base.step, self.ctx.load_model(base))
         return self._kept[1]
 
     def _linear_classifier(self) -> nn.Module:
@@ -300,10 +312,7 @@ class LinearityAnalysis:
         self._classifier = load_cached(path, settings, self.ctx.device)
         if self._classifier is None:
             data = self.ctx.run.config.data
-            plain = OmegaConf.merge(
-                data, {"augment": False, "randaugment": False, "random_erasing": 0.0}
-            )
-            train = build_datasets(plain, derive_seed(self.ctx.run.config.seed, "augment")).train
+            train = unaugmented_training_split(data)
             count = min(len(train), settings.train_images or len(train))
             print(f"linearity: training the linear classifier on {count} images", flush=True)
             self._classifier = train_linear_classifier(

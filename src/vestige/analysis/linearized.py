@@ -90,15 +90,3 @@ def _eval_batch_norm(self: _BatchNorm, x: Tensor) -> Tensor:
     if self.affine:
         out = out * self.weight.view(shape) + self.bias.view(shape)
     return out
-
-
-@contextmanager
-def full_precision() -> Iterator[None]:
-    """fp32 matmuls and convolutions (no TF32) while inside: TF32's rounding (~1e-3) would
-    swamp the error of the linearisation over small steps."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

@@ -2,7 +2,9 @@
 
 The same measurement as during training (reference/class-selectivity.md §2), through the same
 store, so snapshots measured while training are skipped and sub-epoch snapshots, or a run trained
-with selectivity off, get filled in.
+with selectivity off, get filled in. With `analysis.bn_stats=recompute` each snapshot is measured
+with re-estimated BatchNorm statistics (analysis/batchnorm.py), stored apart
+(`selectivity-recompute/`).
 """
 
 from __future__ import annotations
@@ -21,16 +23,14 @@ class SelectivityAnalysis:
     def __init__(self, ctx: AnalysisContext) -> None:
         self.ctx = ctx
         self.settings = ctx.cfg.selectivity
-        self.store = SelectivityStore(ctx.run.path, self.settings.units, self.settings.negative)
+        self.store = SelectivityStore(ctx.run.path, self.settings, ctx.bn_label)
 
     def done_steps(self) -> set[int]:
         return set(self.store.steps()) if (self.store.folder / "units.npz").exists() else set()
 
     def analyze(self, snapshot: Snapshot, model: nn.Module) -> dict[str, float]:
         layers = measured_layers(model, self.settings.units)
-        probe = SelectivityProbe(
-            model, layers, self.ctx.num_classes, self.settings.eps, self.settings.negative
-        )
+        probe = SelectivityProbe(model, layers, self.ctx.num_classes, self.settings)
         evaluate(model, self.ctx.eval_loader, self.ctx.device, [probe])
         result = probe.result()
         self.store.write_units(layers)

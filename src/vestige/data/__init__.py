@@ -11,6 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from omegaconf import OmegaConf
+from torch.utils.data import Dataset
+
 from vestige.config import DataConfig
 from vestige.data.folders import build_cifar, build_image_folder
 from vestige.data.idx import build_fashion_mnist
@@ -18,7 +21,7 @@ from vestige.data.splits import DataSplits
 from vestige.data.synthetic import build_synthetic
 from vestige.errors import ConfigError
 
-__all__ = ["DATASETS", "DataSplits", "DatasetSpec", "build_datasets"]
+__all__ = ["DATASETS", "DataSplits", "DatasetSpec", "build_datasets", "unaugmented_training_split"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,10 @@ def build_datasets(cfg: DataConfig, seed: int) -> DataSplits:
             f"data={cfg.name!r} is invalid: choose one of {', '.join(sorted(DATASETS))}"
         )
     return DATASETS[cfg.name].build(cfg, seed)
+
+
+def unaugmented_training_split(cfg: DataConfig) -> Dataset:
+    """The training split as a run saw it (its subset included), without augmentation: what
+    analyses fit on (the linear classifier, re-estimated BatchNorm statistics)."""
+    plain = OmegaConf.merge(cfg, {"augment": False, "randaugment": False, "random_erasing": 0.0})
+    return build_datasets(plain, seed=0).train  # the seed only drives augmentation

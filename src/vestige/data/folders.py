@@ -61,6 +61,10 @@ class LabelledFiles(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([label for _, label in self.samples], dtype=torch.long)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         return self.transform(default_loader(path)), label

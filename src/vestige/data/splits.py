@@ -1,5 +1,5 @@
 """`DataSplits` and what every builder shares: the data root, and the one place that applies
-`eval_split`, the size limits and epoch seeding."""
+`eval_split`, the subsets (data/subsets.py) and epoch seeding."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from vestige.config import DataConfig
-from vestige.data.transforms import Augmentation, SeededTrainSet
+from vestige.data.subsets import class_counts, fraction_per_class, limit_per_class
+from vestige.data.transforms import Augmentation, SeededTrainSet, derive_seed
 from vestige.errors import ConfigError
 
 EVAL_SPLITS = ("test", "train")
@@ -29,6 +30,13 @@ class DataSplits:
     channels: int
     image_size: int
 
+    def class_counts(self) -> dict[str, list[int]]:
+        """Images per class of each split: what a run saw (recorded in its run.json)."""
+        return {
+            "train_class_counts": class_counts(self.train.labels, self.num_classes),
+            "eval_class_counts": class_counts(self.eval.labels, self.num_classes),
+        }
+
 
 def data_root(cfg: DataConfig) -> Path:
     """`cfg.root` as a path; a dataset that reads files cannot do without it."""
@@ -39,13 +47,6 @@ def data_root(cfg: DataConfig) -> Path:
 
 def train_augmentation(cfg: DataConfig) -> Augmentation:
     return Augmentation(cfg.randaugment, cfg.random_erasing)
-
-
-def first(dataset: Dataset, limit: int | None) -> Dataset:
-    """The first `limit` items (a laptop-scale subset), or all of them."""
-    if limit is None or limit >= len(dataset):
-        return dataset
-    return Subset(dataset, range(limit))
 
 
 def assemble_splits(
@@ -61,6 +62,9 @@ def assemble_splits(
         raise ConfigError(
             f"data.eval_split={cfg.eval_split!r} is invalid: choose {' or '.join(EVAL_SPLITS)}"
         )
-    train = SeededTrainSet(first(load(True, cfg.augment), cfg.train_limit), seed, cfg.augment)
-    evaluation = first(load(cfg.eval_split == "train", False), cfg.eval_limit)
+    train = load(True, cfg.augment)
+    train = limit_per_class(train, cfg.train_limit, derive_seed(cfg.subset_seed, "train"))
+    train = SeededTrainSet(fraction_per_class(train, cfg.fraction), seed, cfg.augment)
+    evaluation = load(cfg.eval_split == "train", False)
+    evaluation = limit_per_class(evaluation, cfg.eval_limit, derive_seed(cfg.subset_seed, "eval"))
     return DataSplits(train, evaluation, num_classes, channels, image_size)

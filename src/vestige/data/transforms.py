@@ -50,6 +50,10 @@ class SeededTrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.base.labels
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not self.random:
             return self.base[index]

@@ -18,8 +18,10 @@ from torch import Tensor, nn
 
 
 def trunc_normal_(tensor: Tensor, std: float = 0.02) -> Tensor:
-    """Fill with a normal of the given std cut at +-2 std: the ViT/DeiT generic init (§2)."""
-    return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+    """Fill with a normal of the given std cut at +-2 *absolute*: the ViT/DeiT/ConViT generic
+    init (§2; timm's `trunc_normal_(std=.02)` keeps its default bounds a=-2, b=2, so at std 0.02
+    nothing is cut in practice)."""
+    return nn.init.trunc_normal_(tensor, std=std, a=-2.0, b=2.0)
 
 
 def trunc_normal_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:

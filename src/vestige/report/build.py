@@ -40,8 +40,7 @@ def default_title(groups: list[Group]) -> str:
 
 def build_report(cfg: Any) -> Path:
     """Write the report of the runs `cfg` names; returns the page's path."""
-    ablation = cfg.analysis.ablation if cfg.get("analysis") is not None else None
-    records = [load_record(path, ablation) for path in report_runs(cfg)]
+    records = [load_record(path, cfg.get("analysis")) for path in report_runs(cfg)]
     groups = group_by_seed(records)
     out = report_folder(cfg)
     figures = render_figures(groups)

@@ -79,18 +79,33 @@ def with_legend_below(axes_list: Sequence[Axes]) -> Figure:
     return figure
 
 
+BN_STYLE = {  # RunRecord attribute -> (legend suffix, line style): analysis/batchnorm.py
+    "selectivity": ("", "-"),
+    "selectivity_recomputed": (": BN statistics re-estimated", ":"),
+}
+
+
 def selectivity_over_training(groups: Sequence[Group]) -> Figure | None:
     """Mean class selectivity per stage and the network mean against the epoch
-    (reference/class-selectivity.md §2: block mean over units, stage mean over blocks)."""
-    stages = distinct([run.selectivity for g in groups for run in g.runs], "stage")
+    (reference/class-selectivity.md §2: block mean over units, stage mean over blocks); with
+    the snapshots' own BatchNorm statistics (solid) and, where measured, re-estimated ones
+    (dotted)."""
+    tables = [getattr(run, kind) for kind in BN_STYLE for g in groups for run in g.runs]
+    stages = distinct(tables, "stage")
     if not stages:
         return None
     stages = [s for s in stages if s != "all"] + ["all"] * ("all" in stages)
     axes_list = panels(len(stages))
     for axes, stage in zip(axes_list, stages, strict=True):
-        drawn = plot_groups(
-            axes, groups, lambda run, s=stage: table_curve(run.selectivity, "si", stage=s)
-        )
+        drawn: list[float] = []
+        for kind, (suffix, style) in BN_STYLE.items():
+            drawn += plot_groups(
+                axes,
+                groups,
+                lambda run, s=stage, k=kind: table_curve(getattr(run, k), "si", stage=s),
+                suffix,
+                style,
+            )
         epoch_axis(axes, drawn)
         axes.set_title("network mean" if stage == "all" else stage, fontsize=9)
         axes.set_ylabel("mean SI")
@@ -310,7 +325,9 @@ FIGURES = (
     FigureSpec(
         "selectivity",
         "Class selectivity",
-        "Mean class selectivity index per stage over training.",
+        "Mean class selectivity index per stage over training; where measured, dotted lines "
+        "use BatchNorm statistics re-estimated on training images "
+        "(analysis.bn_stats=recompute).",
         selectivity_over_training,
     ),
     FigureSpec(

@@ -16,7 +16,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vestige.analysis.ablation import results_folder
-from vestige.config import LINEARITY_PROBES, AblationConfig
+from vestige.analysis.attention import attention_folder
+from vestige.analysis.batchnorm import bn_label
+from vestige.analysis.linearity import linearity_folder
+from vestige.config import LINEARITY_PROBES, AnalysisConfig
 from vestige.results import Run
 from vestige.selectivity.store import SelectivityStore
 
@@ -36,6 +39,8 @@ class RunRecord:
     status: str
     metrics: list[dict[str, Any]]
     selectivity: Table | None = None  # summary.csv: step, epoch, stage, si
+    # the same with re-estimated BatchNorm statistics (analysis.bn_stats=recompute)
+    selectivity_recomputed: Table | None = None
     gates: Table | None = None  # attention/gates.csv: step, epoch, layer, head, gate
     nonlocality: Table | None = None  # attention/nonlocality.csv: ..., nonlocality
     ablation: Table | None = None  # ablation/ablation.csv: step, epoch, stage, block, ...
@@ -65,39 +70,42 @@ def _column(values: list[str]) -> np.ndarray:
         return np.array(values)
 
 
-def selectivity_summary(run: Run) -> Table | None:
-    """Mean SI per snapshot and stage, as measured with the run's own selectivity settings."""
-    settings = run.config.selectivity
-    return read_table(
-        SelectivityStore(run.path, settings.units, settings.negative).folder / "summary.csv"
-    )
+def selectivity_summary(run: Run, bn_stats: str = "running") -> Table | None:
+    """Mean SI per snapshot and stage, as measured with the run's own selectivity settings
+    (and the snapshots' own BatchNorm statistics, or re-estimated ones)."""
+    store = SelectivityStore(run.path, run.config.selectivity, bn_stats)
+    return read_table(store.folder / "summary.csv")
 
 
-def attention_table(run: Run, name: str) -> Table | None:
+def attention_table(run: Run, name: str, class_token: str) -> Table | None:
     """`gates` or `nonlocality` (analysis=attention): step, epoch, layer, head, value."""
-    return read_table(run.path / "attention" / f"{name}.csv")
+    return read_table(attention_folder(run.path, class_token) / f"{name}.csv")
 
 
-def ablation_tables(run: Run, settings: Any) -> tuple[Table | None, Table | None]:
+def ablation_tables(run: Run, settings: Any, bn_stats: str) -> tuple[Table | None, Table | None]:
     """(ablation.csv, auc.csv) of analysis=ablation with these settings (each set of settings
     writes to its own folder, see analysis/ablation.py): columns in docs/outputs.md."""
-    folder = results_folder(run.path, settings)
+    folder = results_folder(run.path, settings, bn_stats)
     return read_table(folder / "ablation.csv"), read_table(folder / "auc.csv")
 
 
-def linearity_tables(run: Run) -> dict[str, Table]:
+def linearity_tables(run: Run, bn_stats: str) -> dict[str, Table]:
     """The table of each linear-regime probe the run has (analysis/linearity.py), by probe."""
-    tables = {p: read_table(run.path / "linearity" / f"{p}.csv") for p in LINEARITY_PROBES}
+    folder = linearity_folder(run.path, bn_stats)
+    tables = {p: read_table(folder / f"{p}.csv") for p in LINEARITY_PROBES}
     return {probe: table for probe, table in tables.items() if table is not None}
 
 
-def load_record(path: Path, ablation_settings: Any = None) -> RunRecord:
-    """One run as the report sees it; the ablation tables are those of `ablation_settings`
-    (the command's `analysis.ablation`), the default settings' when None."""
+def load_record(path: Path, analysis: Any = None) -> RunRecord:
+    """One run as the report sees it. The analyses' tables are those measured with the
+    command's `analysis` settings (ablation settings, BatchNorm statistics, class token), the
+    defaults' when None; selectivity comes with stored and with re-estimated statistics."""
     run = Run(path)
     info = run.info
-    settings = ablation_settings or OmegaConf.structured(AblationConfig)
-    ablation, ablation_auc = ablation_tables(run, settings)
+    analysis = analysis or OmegaConf.structured(AnalysisConfig)
+    bn = bn_label(analysis)
+    recomputed = bn_label(OmegaConf.merge(analysis, {"bn_stats": "recompute"}))
+    ablation, ablation_auc = ablation_tables(run, analysis.ablation, bn)
     parent = run.config.fork["from"]
     return RunRecord(
         path=run.path,
@@ -109,11 +117,12 @@ def load_record(path: Path, ablation_settings: Any = None) -> RunRecord:
         status=info.get("status", "unknown"),
         metrics=run.metrics,
         selectivity=selectivity_summary(run),
-        gates=attention_table(run, "gates"),
-        nonlocality=attention_table(run, "nonlocality"),
+        selectivity_recomputed=selectivity_summary(run, recomputed),
+        gates=attention_table(run, "gates", analysis.attention.class_token),
+        nonlocality=attention_table(run, "nonlocality", analysis.attention.class_token),
         ablation=ablation,
         ablation_auc=ablation_auc,
-        linearity=linearity_tables(run),
+        linearity=linearity_tables(run, bn),
     )
 
 

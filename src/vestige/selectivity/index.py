@@ -8,7 +8,7 @@ class means: means, not sums, so unbalanced splits are measured correctly.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vestige.config import SelectivityConfig
 from vestige.selectivity.units import UnitLayer, record_unit_activations, unit_table
 from vestige.train.distributed import all_reduce_sum
+from vestige.train.precision import autocast, full_precision
 
 
-def selectivity_index(
-    class_means: Tensor, eps: float = 1e-6, present: Tensor | None = None
-) -> Tensor:
+def selectivity_index(class_means: Tensor, eps: float, present: Tensor | None = None) -> Tensor:
     """SI per unit of (units, classes) means: (mu_max - mu_rest) / (mu_max + mu_rest + eps).
 
     mu_rest is the mean of the other class means, not the second largest (§2). `present` (classes,
@@ -133,7 +133,7 @@ class SelectivityResult:
 
     @classmethod
     def from_stats(
-        cls, stats: ClassConditionalStats, layers: Sequence[UnitLayer], eps: float = 1e-6
+        cls, stats: ClassConditionalStats, layers: Sequence[UnitLayer], eps: float
     ) -> SelectivityResult:
         """SI over the classes that have samples (see `selectivity_index`)."""
         present = stats.counts > 0
@@ -167,11 +167,15 @@ class SelectivityProbe:
 
     Usage::
 
-        with SelectivityProbe(model, layers, num_classes) as probe:
+        with SelectivityProbe(model, layers, num_classes, cfg.selectivity) as probe:
             for images, targets in loader:
                 logits = model(images)
                 probe.after_forward(targets)
         result = probe.result()  # reduced over ranks
+
+    `settings` (the `selectivity` config section, whose defaults are the only ones): `eps`,
+    `negative` (how negative unit outputs, GELU's, are treated: see `unit_activations`) and
+    `precision`, which the evaluation pass carrying the probe runs at (train/evaluate.py).
     """
 
     def __init__(
@@ -179,18 +183,18 @@ class SelectivityProbe:
         model: nn.Module,
         layers: Sequence[UnitLayer],
         num_classes: int,
-        eps: float = 1e-6,
-        negative: str = "keep",
+        settings: SelectivityConfig,
     ) -> None:
-        """`negative`: how negative unit outputs (GELU) are treated, see `unit_activations`."""
-        self.model, self.layers, self.eps, self.negative = model, list(layers), eps, negative
+        self.model, self.layers = model, list(layers)
+        self.eps, self.negative = settings.eps, settings.negative
+        self.precision: str | None = settings.precision
         self.stats = ClassConditionalStats(num_classes)
         self._hooks = ExitStack()
         self._acts: dict[str, Tensor] = {}
 
     def __enter__(self) -> SelectivityProbe:
         self._acts = self._hooks.enter_context(
-            record_unit_activations(self.model, self.layers, negative=self.negative)
+            record_unit_activations(self.model, self.layers, self.negative)
         )
         return self
 
@@ -215,15 +219,19 @@ def measure_selectivity(
     layers: Sequence[UnitLayer],
     num_classes: int,
     device: torch.device,
-    eps: float = 1e-6,
+    settings: SelectivityConfig,
 ) -> SelectivityResult:
-    """SI over a whole loader in eval mode without gradients (§2); the model's mode is restored."""
+    """SI over a whole loader in eval mode without gradients (§2), at `settings.precision`
+    (exact fp32, or bf16 autocast); the model's mode is restored."""
     was_training = model.training
     model.eval()
+    probe = SelectivityProbe(model, layers, num_classes, settings)
+    exact = full_precision() if settings.precision == "fp32" else nullcontext()
     try:
-        with torch.no_grad(), SelectivityProbe(model, layers, num_classes, eps) as probe:
+        with torch.no_grad(), exact, probe:
             for inputs, targets in loader:
-                model(inputs.to(device))
+                with autocast(device, settings.precision == "bf16"):
+                    model(inputs.to(device))
                 probe.after_forward(targets)
     finally:
         model.train(was_training)

@@ -21,7 +21,7 @@ from vestige.train import distributed
 
 class SelectivityObserver:
     def __init__(self, cfg: SelectivityConfig, run: RunDir) -> None:
-        self.cfg, self.store = cfg, SelectivityStore(run.path, cfg.units, cfg.negative)
+        self.cfg, self.store = cfg, SelectivityStore(run.path, cfg)
         self.layers: list[UnitLayer] = []
         self.num_classes = 0
 
@@ -32,9 +32,7 @@ class SelectivityObserver:
             self.store.write_units(self.layers)
 
     def probe(self, model: nn.Module) -> SelectivityProbe:
-        return SelectivityProbe(
-            model, self.layers, self.num_classes, self.cfg.eps, self.cfg.negative
-        )
+        return SelectivityProbe(model, self.layers, self.num_classes, self.cfg)
 
     def on_evaluation(self, step: int, epoch: float, probe: Any) -> dict[str, float]:
         result = probe.result()

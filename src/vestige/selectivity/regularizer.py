@@ -38,19 +38,20 @@ def selectivity_penalty(
     targets: Tensor,
     layers: Sequence[UnitLayer],
     num_classes: int,
-    stages: Sequence[str] | None = None,
-    eps: float = 1e-6,
-    sync: bool = False,
+    stages: Sequence[str] | None,
+    eps: float,
+    sync: bool,
 ) -> Tensor:
     """R: mean SI over units of a layer, then over the layers of a stage, then over stages (§3).
 
     `acts` are the (B, units) activations recorded with `keep_grad=True`. Class means use only the
     classes present in the batch, divided by their counts (with fewer than two, R is 0), and
     nothing waits for the device.
-    `sync=False` (default, as the public code) uses this rank's batch; `sync=True` the global
-    batch: class sums and counts of the other ranks enter as constants, and the gradient is scaled
-    by the world size so that DDP's gradient averaging yields the gradient of R on the global
-    batch (as one process would compute it); the value is the global R on every rank.
+    `sync=False` (as the public code) uses this rank's batch; `sync=True` (the config's
+    default, `regularizer.sync`) the global batch: class sums and counts of the other ranks enter
+    as constants, and the gradient is scaled by the world size so that DDP's gradient averaging
+    yields the gradient of R on the global batch (as one process would compute it); the value is
+    the global R on every rank.
     """
     chosen = regularized_layers(layers, stages)
     chosen_acts = {layer.name: acts[layer.name] for layer in chosen}

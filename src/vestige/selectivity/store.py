@@ -4,9 +4,10 @@
     selectivity/step_N.npz         si (float32), preferred_class (int32) per unit, step, epoch
     selectivity/summary.csv        one row per snapshot and stage (+ stage "all": network mean)
 
-Other settings than the defaults (block outputs, negative values clamped) go to
-`selectivity-<units>-<negative>/` (each part only when it differs), so results measured
-differently never mix. Aggregates follow
+Other settings than the defaults (block outputs, negative values clamped, eps 1e-6, fp32, the
+snapshot's own BatchNorm statistics) go to `selectivity-<units>-<negative>-eps<eps>-<precision>-
+<bn_stats>/` (each part only when it differs), so results measured differently never mix.
+Aggregates follow
 reference/class-selectivity.md §2: block mean over units, stage mean over blocks, network mean
 over stages.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vestige.config import SelectivityConfig
 from vestige.rundir import atomic_write_bytes, atomic_write_text
 from vestige.selectivity.index import SelectivityResult
 from vestige.selectivity.units import UnitLayer, unit_table
@@ -35,10 +37,19 @@ def _npz(**arrays: np.ndarray) -> bytes:
 
 class SelectivityStore:
     def __init__(
-        self, run_path: Path, units: str = "block_output", negative: str = "clamp"
+        self, run_path: Path, settings: SelectivityConfig, bn_stats: str = "running"
     ) -> None:
-        parts = [p for p, default in ((units, "block_output"), (negative, "clamp")) if p != default]
-        self.folder = run_path / "-".join(["selectivity", *parts])
+        """`settings`: the `selectivity` config section; `bn_stats`: "running", or the label of
+        re-estimated statistics (analysis/batchnorm.py: `bn_label`)."""
+        default = SelectivityConfig()
+        parts = [
+            settings.units if settings.units != default.units else "",
+            settings.negative if settings.negative != default.negative else "",
+            f"eps{settings.eps:g}" if settings.eps != default.eps else "",
+            settings.precision if settings.precision != default.precision else "",
+            bn_stats if bn_stats != "running" else "",
+        ]
+        self.folder = run_path / "-".join(["selectivity", *filter(None, parts)])
 
     def write_units(self, layers: list[UnitLayer]) -> None:
         atomic_write_bytes(self.folder / "units.npz", _npz(**unit_table(layers)))

@@ -43,7 +43,10 @@ NAMES = ("none", "selectivity")
 class SelectivityRegularizer:
     """Adds -alpha(step) * R to the loss and logs `reg/alpha` and `reg/R` (detached tensors)."""
 
-    def __init__(self, cfg: RegularizerConfig) -> None:
+    def __init__(self, cfg: RegularizerConfig, negative: str) -> None:
+        """`negative`: how negative unit outputs (GELU) are treated, as when selectivity is
+        measured (`selectivity.negative`, see `unit_activations`)."""
+        self.negative = negative
         self.schedule = AlphaSchedule.parse(cfg.alpha)
         self.stages = None if cfg.stages is None else list(cfg.stages)
         self.eps, self.sync = cfg.eps, cfg.sync
@@ -62,7 +65,8 @@ class SelectivityRegularizer:
             self.num_classes = output.shape[-1]
 
         with ExitStack() as hooks:
-            recording = record_unit_activations(model, self.regularized_layers(), keep_grad=True)
+            layers = self.regularized_layers()
+            recording = record_unit_activations(model, layers, self.negative, keep_grad=True)
             self._acts = hooks.enter_context(recording)
             hooks.callback(unwrap(model).register_forward_hook(remember_num_classes).remove)
             hooks.callback(self._acts.clear)

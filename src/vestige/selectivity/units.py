@@ -7,8 +7,8 @@ choice of units is made here only (reference/class-selectivity.md §2).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +123,7 @@ def unit_table(layers: Sequence[UnitLayer]) -> dict[str, np.ndarray]:
     }
 
 
-def unit_activations(output: Tensor, layer: UnitLayer, negative: str = "keep") -> Tensor:
+def unit_activations(output: Tensor, layer: UnitLayer, negative: str) -> Tensor:
     """(B, units): a conv channel's spatial mean (§2), a token unit's mean over patch tokens.
 
     `negative` treats each element before the mean (reference/convit.md §7): `keep` the values
@@ -150,22 +150,38 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-@contextmanager
 def record_unit_activations(
-    model: nn.Module,
-    layers: Sequence[UnitLayer],
-    keep_grad: bool = False,
-    negative: str = "keep",
-    states: bool = False,
-) -> Iterator[dict[str, Tensor]]:
+    model: nn.Module, layers: Sequence[UnitLayer], negative: str, keep_grad: bool = False
+) -> AbstractContextManager[dict[str, Tensor]]:
     """Hook `layers` while inside; yields a dict that each forward fills with (B, units) tensors.
 
-    Only the reduced activations are kept, never feature maps. `keep_grad=False` detaches them
+    Only the reduced activations are kept, never feature maps. `negative` is passed to
+    `unit_activations` (the `selectivity.negative` setting). `keep_grad=False` detaches them
     (measurement); `keep_grad=True` keeps them in the graph (regularizer): clear the dict after use
-    so the graph is not held until the next forward. `negative` is passed to `unit_activations`.
-    `states=True` keeps instead every element's on/off state (output > 0, bool, the output's
-    shape): the ReLU pattern. Hooks are removed on exit, also on errors.
+    so the graph is not held until the next forward. Hooks are removed on exit, also on errors.
     """
+
+    def reduce(output: Tensor, layer: UnitLayer) -> Tensor:
+        return unit_activations(output if keep_grad else output.detach(), layer, negative)
+
+    return _recording(model, layers, reduce)
+
+
+def record_unit_states(
+    model: nn.Module, layers: Sequence[UnitLayer]
+) -> AbstractContextManager[dict[str, Tensor]]:
+    """Like `record_unit_activations`, but keeps every element's on/off state (output > 0, bool,
+    the output's shape): the ReLU pattern."""
+    return _recording(model, layers, lambda output, layer: output.detach() > 0)
+
+
+@contextmanager
+def _recording(
+    model: nn.Module,
+    layers: Sequence[UnitLayer],
+    reduce: Callable[[Tensor, UnitLayer], Tensor],
+) -> Iterator[dict[str, Tensor]]:
+    """Forward hooks that put `reduce(output, layer)` of each layer's call into the yielded dict."""
     model = unwrap(model)
     acts: dict[str, Tensor] = {}
     calls: dict[str, int] = {}
@@ -184,11 +200,8 @@ def record_unit_activations(
             call = calls.get(path, 0)
             calls[path] = call + 1
             layer = by_module[path].get(call)
-            if layer is not None and states:
-                acts[layer.name] = output.detach() > 0
-            elif layer is not None:
-                kept = output if keep_grad else output.detach()
-                acts[layer.name] = unit_activations(kept, layer, negative)
+            if layer is not None:
+                acts[layer.name] = reduce(output, layer)
 
         return hook
 

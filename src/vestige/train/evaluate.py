@@ -4,19 +4,20 @@ Under DDP every rank evaluates its own contiguous shard of the split (`batches.e
 rank 0's network, buffers included, so the all-reduced sums are those of one process evaluating
 the saved snapshot on the whole split. Observers' probes ride along in the same pass, so a
 measurement such as class selectivity costs only its hooks on top of the evaluation the run does
-anyway.
+anyway; a probe that names a precision gets the whole pass at it (exact fp32 by default for
+selectivity, whatever the training's autocast: train/precision.py).
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vestige.train import distributed
+from vestige.train import distributed, precision
 from vestige.train.plugins import EvalProbe
 
 
@@ -33,8 +34,14 @@ def evaluate(
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
-    cast = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext()
+    wanted = {probe.precision for probe in probes} - {None}
+    if len(wanted) > 1:
+        raise ValueError(f"probes want different precisions {sorted(wanted)} in one pass")
+    required = wanted.pop() if wanted else None
+    bf16 = required == "bf16" if required else autocast
     with ExitStack() as stack:
+        if required == "fp32":  # the probes' class sums too: TF32 would round activations
+            stack.enter_context(precision.full_precision())
         for probe in probes:
             stack.enter_context(probe)
         for inputs, targets in loader:
@@ -42,7 +49,7 @@ def evaluate(
             if channels_last and inputs.ndim == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             targets = targets.to(device, non_blocking=True)
-            with cast:
+            with precision.autocast(device, bf16):
                 logits = model(inputs)
             for probe in probes:
                 probe.after_forward(targets)

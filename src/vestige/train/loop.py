@@ -27,7 +27,7 @@ from vestige.errors import ConfigError
 from vestige.models import build_model
 from vestige.rundir import RunDir
 from vestige.step import Step, snapshot_iterations
-from vestige.train import checkpoint, distributed, fork, metrics
+from vestige.train import checkpoint, distributed, fork, metrics, precision
 from vestige.train.batches import eval_loader, train_loader
 from vestige.train.evaluate import evaluate
 from vestige.train.optim import build_optimizer, build_scheduler
@@ -155,6 +155,8 @@ class Training:
         t = cfg.trainer
         cuda = self.device.type == "cuda"
         self.autocast = t.precision == "bf16" or (t.precision == "auto" and cuda)
+        if cuda and not self.autocast:
+            precision.allow_tf32_matmuls()
         self.channels_last = str(t.channels_last).lower() == "true" or (
             t.channels_last == "auto" and cuda
         )
@@ -163,12 +165,13 @@ class Training:
         splits = build_datasets(cfg.data, derive_seed(cfg.seed, "augment"))
         self.train_set = splits.train
         self.mixing = batch_mixing(cfg.data.mixup, cfg.data.cutmix, splits.num_classes)
-        self.dataset_shape = {
+        self.dataset_info = {
             "num_classes": splits.num_classes,
             "channels": splits.channels,
             "image_size": splits.image_size,
             "train_size": len(splits.train),
             "eval_size": len(splits.eval),
+            **splits.class_counts(),
         }
         model = build_model(cfg.model, splits.num_classes, splits.channels, splits.image_size)
         model = model.to(self.device)
@@ -286,7 +289,7 @@ class Training:
     def run(self) -> list[dict[str, Any]]:
         self.restore()
         for observer in self.observers:
-            observer.on_train_start(self.model, self.dataset_shape["num_classes"], self.step)
+            observer.on_train_start(self.model, self.dataset_info["num_classes"], self.step)
         self.reporter.start(self.step, self.total, self.cfg.trainer.epochs)
         with ExitStack() as hooks:
             for regularizer in self.regularizers:
@@ -347,18 +350,13 @@ class Training:
         # Mixup/CutMix: the loss sees soft targets; accuracy and regularizers the true labels
         inputs, soft = self.mixing(inputs, targets) if self.mixing else (inputs, targets)
         accum = self.cfg.trainer.grad_accum
-        cast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.autocast
-            else nullcontext()
-        )
         self.optimizer.zero_grad(set_to_none=True)
         chunks = zip(inputs.chunk(accum), targets.chunk(accum), soft.chunk(accum), strict=True)
         for i, (x, y, y_loss) in enumerate(chunks):
             last = i == accum - 1
             sync = nullcontext() if last or self.world == 1 else self.ddp_model.no_sync()
             with sync:
-                with cast:
+                with precision.autocast(self.device, self.autocast):
                     logits = self.ddp_model(x)
                     cross_entropy = F.cross_entropy(
                         logits.float(), y_loss, label_smoothing=self.cfg.trainer.label_smoothing

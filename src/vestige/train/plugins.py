@@ -15,7 +15,13 @@ from torch import nn
 
 
 class EvalProbe(Protocol):
-    """Attached (as a context) during one evaluation pass; sees every batch's targets."""
+    """Attached (as a context) during one evaluation pass; sees every batch's targets.
+
+    `precision`: the precision the pass must run at (train/precision.py: "fp32" exact, "bf16"
+    autocast), or None for the training's own.
+    """
+
+    precision: str | None
 
     def __enter__(self) -> EvalProbe: ...
 
