@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
+from vestige import distributed
 from vestige.analysis.batchnorm import estimation_batches, recompute_batchnorm_statistics
 from vestige.config import DataConfig, ResNetConfig
 from vestige.data import unaugmented_training_split
 from vestige.models import build_model
-from vestige.train import distributed
 
 CPU = torch.device("cpu")
 

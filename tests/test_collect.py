@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY, run_cli
 
-from vestige.launch.sweep import sweep_runs
 from vestige.report.collect import Point, group_rows, mean_and_interval, varying_keys
+from vestige.rundir import SweepDir
 
 
 def test_interval_is_students_t_over_seeds():
@@ -39,7 +39,7 @@ def test_a_folder_without_record_collects_every_run_directory_below_it(tmp_path)
     for name in ("a", "b"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "config.yaml").write_text("seed: 0\n")
-    assert [run.name for run, _ in sweep_runs(tmp_path)] == ["a", "b"]
+    assert [run.name for run, _ in SweepDir(tmp_path).runs()] == ["a", "b"]
 
 
 def test_collect_needs_an_existing_sweep_folder(workdir):

@@ -23,11 +23,10 @@ from omegaconf import OmegaConf
 
 from vestige.data import build_datasets
 from vestige.models import build_model
-from vestige.rundir import RunDir
+from vestige.rundir import RunDir, load_weights, read_manifest, snapshot_path
 from vestige.selectivity.index import measure_selectivity
 from vestige.selectivity.units import measured_layers
 from vestige.train.batches import eval_loader
-from vestige.train.checkpoint import load_weights, read_manifest, snapshot_path
 from vestige.train.evaluate import evaluate
 
 pytestmark = pytest.mark.integration

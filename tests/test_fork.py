@@ -11,8 +11,8 @@ import torch
 from conftest import TINY, run_cli
 
 import vestige
-from vestige.preflight import compose_point
 from vestige.rundir import run_name
+from vestige.tasks.compose import compose_point
 
 BASE = [*TINY, "trainer.epochs=3", "trainer.deterministic=true"]
 WINDOW = ["regularizer=selectivity", "regularizer.alpha=[{from:1ep,alpha:-20.0}]"]

@@ -1,4 +1,4 @@
-"""Selectivity is measured in fp32 whatever the training precision (train/precision.py): the
+"""Selectivity is measured in fp32 whatever the training precision (precision.py): the
 bf16 autocast path, forced on the CPU, gives the SI of an fp32 measurement of the same snapshot;
 asked for explicitly, bf16 selectivity is stored apart, and it is not the same."""
 

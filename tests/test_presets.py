@@ -10,11 +10,10 @@ import pytest
 import torch
 from conftest import run_cli
 
-from vestige.config import validate
-from vestige.launch.sweep import with_preset_sweep
 from vestige.models import build_model
-from vestige.preflight import compose_point, expand_sweep
 from vestige.rundir import run_name
+from vestige.tasks.checks import check
+from vestige.tasks.compose import compose_point, expand_sweep, with_preset_sweep
 from vestige.train.optim import build_optimizer
 
 PRESETS = [p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml")]
@@ -45,7 +44,7 @@ def test_every_preset_composes_and_validates_at_both_scales(preset, scale, tmp_p
     overrides = [f"experiment={preset}", f"scale={scale}", f"data.root={tmp_path}"]
     points = sweep_of(overrides)
     for point in points:
-        validate(compose_point(point))
+        check(compose_point(point))
     cfg = compose_point(points[0])
     expected = EXPECTED.get((preset, scale), EXPECTED[("selectivity_dynamics", scale)])
     assert (cfg.model.name, cfg.data.name, cfg.trainer.epochs, len(points)) == expected

@@ -17,9 +17,8 @@ from conftest import TINY, finished_run, run_cli
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from vestige.config import RunConfig, validate
+from vestige.config import RunConfig
 from vestige.errors import ConfigError
-from vestige.preflight import compose_point
 from vestige.report.build import build_report, render_figures
 from vestige.report.figures import FIGURES
 from vestige.report.grouping import group_by_seed, seed_band
@@ -29,6 +28,8 @@ from vestige.report.plotting import epoch_axis, panels
 from vestige.report.summaries import runs_table
 from vestige.report.tables import Curve, RunRecord, read_table, table_curve
 from vestige.rundir import run_name
+from vestige.tasks.checks import check
+from vestige.tasks.compose import compose_point
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # sub-epoch snapshots (8 iterations per epoch): the epoch axis goes logarithmic
@@ -269,7 +270,7 @@ def test_csv_columns_are_read_by_name_as_numbers_or_text(tmp_path):
 )
 def test_report_inputs_are_checked_before_any_work(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate(compose_point(["task=report", f"outputs={tmp_path}", *overrides]))
+        check(compose_point(["task=report", f"outputs={tmp_path}", *overrides]))
 
 
 def test_a_sweep_reports_the_runs_its_record_names_that_have_started(tmp_path):

@@ -12,8 +12,9 @@ import torch
 from conftest import TINY, run_cli
 
 import vestige
-from vestige.preflight import compose_point
-from vestige.rundir import RunDir, atomic_write_text, run_name
+from vestige.io import atomic_write_text
+from vestige.rundir import RunDir, run_name
+from vestige.tasks.compose import compose_point
 from vestige.train.evaluate import evaluate
 
 

@@ -222,7 +222,7 @@ def test_recorded_activations_are_spatial_means_of_torchvision_relu_nodes():
     images = torch.randn(2, 3, 8, 8)
     features = create_feature_extractor(model, [layer.name for layer in all_relu])(images)
     with (
-        record_unit_activations(model, block_outputs + all_relu, SETTINGS.negative) as acts,
+        record_unit_activations(model, block_outputs + all_relu, "keep") as acts,
         torch.no_grad(),
     ):
         model(images)
@@ -236,7 +236,7 @@ def test_activations_keep_the_graph_only_when_asked():
     model = tiny_resnet()
     layers = measured_layers(model)
     for keep_grad in (False, True):
-        with record_unit_activations(model, layers, SETTINGS.negative, keep_grad=keep_grad) as acts:
+        with record_unit_activations(model, layers, "keep", keep_grad=keep_grad) as acts:
             model(torch.randn(2, 3, 8, 8))
         assert all(a.requires_grad == keep_grad for a in acts.values())
 
@@ -247,7 +247,7 @@ def hook_count(model: nn.Module) -> int:
 
 def test_hooks_are_removed_after_the_context():
     model = tiny_resnet()
-    with record_unit_activations(model, measured_layers(model, "all_relu"), SETTINGS.negative):
+    with record_unit_activations(model, measured_layers(model, "all_relu"), "keep"):
         assert hook_count(model) > 0
     assert hook_count(model) == 0
 
@@ -255,7 +255,7 @@ def test_hooks_are_removed_after_the_context():
 def test_hooks_are_removed_after_an_exception():
     model = tiny_resnet()
     with pytest.raises(ValueError, match="boom"):
-        with record_unit_activations(model, measured_layers(model), SETTINGS.negative):
+        with record_unit_activations(model, measured_layers(model), "keep"):
             raise ValueError("boom")
     assert hook_count(model) == 0
 
@@ -272,7 +272,7 @@ def test_transformer_units_average_patch_tokens_without_the_class_token():
     ]
     hidden = []
     model.blocks[1].mlp.act.register_forward_hook(lambda m, args, out: hidden.append(out))
-    with record_unit_activations(model, layers, SETTINGS.negative) as acts, torch.no_grad():
+    with record_unit_activations(model, layers, "keep") as acts, torch.no_grad():
         model(torch.randn(2, 3, 8, 8))
     torch.testing.assert_close(acts["blocks.1.mlp.act"], hidden[0][:, 1:].mean(dim=1))
 

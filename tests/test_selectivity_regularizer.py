@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vestige.selectivity.regularizer as regularizer
+import vestige.selectivity.penalty as regularizer
 from vestige.config import RegularizerConfig
 from vestige.errors import ConfigError
 from vestige.selectivity.index import ClassConditionalStats, SelectivityResult, selectivity_index
-from vestige.selectivity.regularizer import regularized_layers, selectivity_penalty
+from vestige.selectivity.penalty import regularized_layers, selectivity_penalty
 from vestige.selectivity.units import UnitLayer
 
 LAYERS = [

@@ -16,8 +16,8 @@ from vestige.config import RegularizerConfig, ResNetConfig, SelectivityConfig
 from vestige.errors import ConfigError
 from vestige.models import build_model
 from vestige.preflight import preflight
-from vestige.selectivity.regularizer import selectivity_penalty
-from vestige.selectivity.training import SelectivityRegularizer
+from vestige.selectivity.penalty import selectivity_penalty
+from vestige.selectivity.regularizer import SelectivityRegularizer
 from vestige.selectivity.units import measured_layers, record_unit_activations
 
 IPE = 4

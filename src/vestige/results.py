@@ -15,13 +15,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from vestige.config import RunConfig, SelectivityConfig, register_configs
+from vestige.config import RunConfig, SelectivityConfig, model_schema, register_configs
 from vestige.errors import ConfigError
 from vestige.models import build_model
-from vestige.rundir import MODEL_SCHEMAS, RunDir
+from vestige.rundir import RunDir, load_weights, read_manifest, read_metrics
 from vestige.selectivity.store import SelectivityStore
-from vestige.train.checkpoint import load_weights, read_manifest
-from vestige.train.metrics import read_metrics
 
 
 @dataclass(frozen=True)
@@ -101,11 +99,10 @@ class Run:
 def _typed_config(raw: DictConfig) -> DictConfig:
     """Merge a saved config onto the schema so it has the same types as at training time."""
     register_configs()
-    model_keys = set(raw.get("model", {}))
     schema = OmegaConf.structured(RunConfig)
-    for model_schema in MODEL_SCHEMAS:
-        if {f for f in OmegaConf.structured(model_schema)} == model_keys:
-            schema.model = OmegaConf.structured(model_schema)
+    model = model_schema(raw.get("model", {}))
+    if model is not None:
+        schema.model = OmegaConf.structured(model)
     return OmegaConf.merge(schema, raw)
 
 

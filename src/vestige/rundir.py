@@ -3,73 +3,45 @@
 Same config -> same directory: the directory name is `<model>-<data>-<hash>`, the hash taken over
 the hyperparameters that differ from the schema's defaults (as open_lth does), so adding a new
 option with a default later does not move existing runs. Keys that change how a run is carried
-out but not what it computes (`config.NON_IDENTITY_KEYS`) are left out.
+out but not what it computes (marked `identity=False` in the schema) are left out.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vestige.config import NON_IDENTITY_KEYS, ConViTConfig, ResNetConfig, RunConfig
+from vestige.config import RunConfig, defaults, flatten, identity_settings, model_schema
 from vestige.errors import ConfigError
+from vestige.io import atomic_write_json, short_hash, step_file
 
-MODEL_SCHEMAS = (ResNetConfig, ConViTConfig)
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: tree}
-
-
-def _schema_defaults(model_keys: set[str]) -> dict[str, Any]:
-    """Flattened defaults of RunConfig, with the model schema whose fields match the model node."""
-    defaults = _flatten(OmegaConf.to_container(OmegaConf.structured(RunConfig)))
-    defaults.pop("model", None)
-    for schema in MODEL_SCHEMAS:
-        if {f.name for f in fields(schema)} == model_keys:
-            defaults.update(
-                _flatten({"model": OmegaConf.to_container(OmegaConf.structured(schema))})
-            )
-    return defaults
+CONFIG = "config.yaml"  # every run directory has one: how runs are found
 
 
 def identity(cfg: DictConfig | dict) -> dict[str, Any]:
     """The hyperparameters that make this run different from the defaults (flattened, sorted)."""
     tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     tree = {key: value for key, value in tree.items() if key != "hydra"}
-    flat = _flatten(tree)
+    flat = flatten(tree)
     if flat.get("fork.from"):  # a fork is named by its parent's identity, not the parent's path
         flat["fork.parent"] = RunDir(Path(flat.pop("fork.from")).expanduser()).read_info()[
             "run_hash"
         ]
-    defaults = _schema_defaults(set(tree.get("model", {})))
-    return {
-        key: value
-        for key, value in sorted(flat.items())
-        if key not in NON_IDENTITY_KEYS
-        and key.partition(".")[0] not in NON_IDENTITY_KEYS
-        and (key not in defaults or defaults[key] != value)
-    }
+    schema = model_schema(tree.get("model", {}))
+    model = {} if schema is None else {f"model.{k}": v for k, v in defaults(schema).items()}
+    return identity_settings(flat, RunConfig, {**defaults(RunConfig), **model})
 
 
 def run_hash(cfg: DictConfig | dict) -> str:
-    blob = json.dumps(identity(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+    return short_hash(json.dumps(identity(cfg), sort_keys=True, default=str))
 
 
 def run_name(cfg: DictConfig | dict) -> str:
@@ -80,16 +52,12 @@ def run_name(cfg: DictConfig | dict) -> str:
 
 def run_directory(cfg: DictConfig | dict, absolute: bool = False) -> str:
     """Where a job works: training -> outputs/runs/<name>; an analysis -> the run it analyses;
-    a report -> the folder it writes; a sweep's table -> the sweep.
+    a sweep's table -> the sweep (a report's folder: report/inputs.py).
 
     `absolute` is the form a sweep's subdir takes: Hydra joins it to the sweep folder, and an
     absolute path wins that join, so sweep points land where single runs of the same config do.
     """
     tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
-    if tree.get("task") == "report":  # a report works in its own folder (report/inputs.py)
-        from vestige.report.inputs import report_folder
-
-        return str(report_folder(tree))
     if tree.get("task", "train") != "train":
         for key in ("run", "sweep"):
             if tree.get(key):
@@ -109,68 +77,42 @@ def analysed_run(cfg: DictConfig | dict) -> Path:
 
 def sweep_directory(outputs: str, overrides: list[str]) -> str:
     """`outputs/sweeps/sweep-<hash>`, named by the sweep's overrides whatever their order, so
-    the same sweep submitted again finds the same folder (see launch/sweep.py)."""
-    blob = json.dumps(sorted(overrides))
-    name = f"sweep-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+    the same sweep submitted again finds the same folder (see tasks/sweep.py)."""
+    name = f"sweep-{short_hash(json.dumps(sorted(overrides)))}"
     return str(Path(outputs).expanduser().resolve() / "sweeps" / name)
 
 
-def register_resolvers() -> None:
-    """`${vestige_run_dir:}` (hydra.run.dir) and `${vestige_run_subdir:}` (hydra.sweep.subdir):
-    the directory named by the config, see `run_directory`; `${vestige_sweep_dir:}`
-    (hydra.sweep.dir): the sweep's own folder, see `sweep_directory`."""
+class SweepDir:
+    """The files of a sweep's folder:
 
-    def task_tree(root: DictConfig) -> dict:
-        task = {key: root[key] for key in root if key != "hydra"}
-        return OmegaConf.to_container(OmegaConf.create(task), resolve=True)
+    sweep.json      the command, and each point's overrides and run directory
+    .submitit/      SLURM scripts and logs (hydra/launcher=slurm)
+    collect.csv, collect_groups.csv, collect.md   the tables of `task=collect`
+    report/         `task=report sweep=<this folder>`
+    """
 
-    if not OmegaConf.has_resolver("vestige_run_dir"):
-        OmegaConf.register_new_resolver(
-            "vestige_run_dir", lambda *, _root_: run_directory(task_tree(_root_))
-        )
-        OmegaConf.register_new_resolver(
-            "vestige_run_subdir", lambda *, _root_: run_directory(task_tree(_root_), True)
-        )
-        OmegaConf.register_new_resolver(
-            "vestige_sweep_dir",
-            lambda *, _root_: sweep_directory(_root_.outputs, list(_root_.hydra.overrides.task)),
-        )
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
 
+    record = property(lambda self: self.path / "sweep.json")
+    collect_csv = property(lambda self: self.path / "collect.csv")
+    collect_groups_csv = property(lambda self: self.path / "collect_groups.csv")
+    collect_md = property(lambda self: self.path / "collect.md")
+    report = property(lambda self: self.path / "report")
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from a group
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def runs(self) -> list[tuple[Path, list[str] | None]]:
+        """(run directory, overrides) of each point, in the sweep's order.
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if is_dataclass(obj):
-        return {f.name: getattr(obj, f.name) for f in fields(obj)}
-    return str(obj)
+        A folder without a record (outputs/runs, or a folder of run directories gathered by
+        hand) gives every run directory below it, without overrides; a recorded point may not
+        exist yet.
+        """
+        if self.record.exists():
+            points = json.loads(self.record.read_text())["points"]
+            return [(Path(p["run"]), p["overrides"]) for p in points]
+        found = {config.parent for config in self.path.glob(f"**/{CONFIG}")}
+        nested = {run for run in found if any(parent in found for parent in run.parents)}
+        return [(run, None) for run in sorted(found - nested)]
 
 
 class RunDir:
@@ -179,14 +121,17 @@ class RunDir:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
-    config = property(lambda self: self.path / "config.yaml")
+    config = property(lambda self: self.path / CONFIG)
     info = property(lambda self: self.path / "run.json")
     metrics = property(lambda self: self.path / "metrics.jsonl")
+    log = property(lambda self: self.path / "log.txt")
     checkpoints = property(lambda self: self.path / "checkpoints")
     snapshots = property(lambda self: self.path / "checkpoints" / "snapshots")
     resume = property(lambda self: self.path / "checkpoints" / "resume")
+    forkable = property(lambda self: self.path / "checkpoints" / "forkable")
     manifest = property(lambda self: self.path / "checkpoints" / "manifest.json")
     lock = property(lambda self: self.path / "run.lock")
+    report = property(lambda self: self.path / "report")
 
     def read_info(self) -> dict[str, Any]:
         return json.loads(self.info.read_text()) if self.info.exists() else {}
@@ -222,3 +167,32 @@ class RunDir:
                 handle.seek(0)
                 handle.truncate()
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def snapshot_path(run: RunDir, step: int) -> Path:
+    return step_file(run.snapshots, step, ".pt")
+
+
+def read_manifest(run: RunDir) -> list[dict[str, Any]]:
+    """Snapshots of a run, sorted by step: [{"step", "epoch", "path"}] (path relative to run)."""
+    if not run.manifest.exists():
+        return []
+    return sorted(json.loads(run.manifest.read_text())["snapshots"], key=lambda s: s["step"])
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A snapshot's weights, on the CPU (`weights_only`: nothing in the file is executed)."""
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All complete rows; a torn last line (a kill in the middle of a write) is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows

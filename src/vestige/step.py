@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from vestige.errors import ConfigError, invalid
 
 _STEP = re.compile(r"^\s*(?:(\d+)\s*ep)?\s*(?:(\d+)\s*it)?\s*$")
 
@@ -97,3 +100,20 @@ def snapshot_iterations(specs: list[str], iterations_per_epoch: int, total: int)
     for spec in specs:
         selected |= parse_snapshot_spec(spec).iterations(iterations_per_epoch, total)
     return sorted(selected)
+
+
+def check_step(key: str, text: str) -> None:
+    """One-line ConfigError naming `key` unless `text` is a step such as '100it' or '2ep'."""
+    try:
+        Step.parse(text)
+    except ValueError as err:
+        raise ConfigError(f"{key}={text!r} is invalid: {err}") from None
+
+
+def check_snapshot_specs(key: str, specs: Sequence[str]) -> None:
+    """One-line ConfigError naming `key[i]` for the first rule of a schedule that is not one."""
+    for i, spec in enumerate(specs):
+        try:
+            parse_snapshot_spec(spec)
+        except ValueError as err:
+            raise invalid(f"{key}[{i}]", spec, str(err)) from None

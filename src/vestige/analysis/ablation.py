@@ -46,8 +46,10 @@ from vestige.analysis.ablation_plan import (
 )
 from vestige.analysis.base import AnalysisContext
 from vestige.config import AblationConfig
-from vestige.results import Snapshot
-from vestige.rundir import atomic_write_json, atomic_write_text
+from vestige.errors import ConfigError, invalid
+from vestige.io import atomic_write_json, atomic_write_text
+from vestige.models.resnet import ARCHITECTURES
+from vestige.results import Run, Snapshot
 from vestige.selectivity.index import measure_selectivity
 from vestige.selectivity.store import SelectivityStore
 from vestige.selectivity.units import UnitLayer, measured_layers
@@ -88,6 +90,44 @@ def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 
 class AblationAnalysis:
+    @staticmethod
+    def check(cfg: Any, run: Run) -> None:
+        """The ablation settings, and that the run is a ResNet: its units are block outputs."""
+        settings = cfg.analysis.ablation
+
+        def fail(key: str, value: Any, fix: str) -> None:
+            raise invalid(f"analysis.ablation.{key}", value, fix)
+
+        model = run.config.model.name
+        if model not in ARCHITECTURES:
+            raise ConfigError(
+                f"analysis=ablation needs a ResNet run (it silences block outputs); "
+                f"run={run.path} is {model}"
+            )
+        stages = ("layer1", "layer2", "layer3", "layer4")  # a ResNet's stages
+        if settings.stages is not None and not set(settings.stages) <= set(stages):
+            fail("stages", settings.stages, f"choose among {', '.join(stages)}, or null for all")
+        if settings.stages is not None and not settings.stages:
+            fail("stages", settings.stages, "name at least one stage, or null for all")
+        if settings.k is not None and settings.k_fractions is not None:
+            fail("k", settings.k, "set k (channel counts) or k_fractions, not both")
+        if settings.k is not None and (not settings.k or min(settings.k) < 0):
+            fix = "use channel counts >= 0 such as [0, 16, 64], or null: paper grid"
+            fail("k", settings.k, fix)
+        fractions = settings.k_fractions
+        if fractions is not None and (not fractions or not all(0 <= f <= 1 for f in fractions)):
+            fail("k_fractions", fractions, "use fractions of C in [0, 1] such as [0, 0.5, 1]")
+        for key, choices in (
+            ("value", ("zero", "mean")),
+            ("scope", ("stage", "block", "unit")),
+            ("split", ("same", "heldout")),
+        ):
+            if getattr(settings, key) not in choices:
+                fail(key, getattr(settings, key), f"choose {' or '.join(choices)}")
+        for key in ("random_draws", "top_units", "masks_per_forward"):
+            if getattr(settings, key) < 1:
+                fail(key, getattr(settings, key), "use 1 or more")
+
     def __init__(self, ctx: AnalysisContext) -> None:
         self.ctx = ctx
         self.settings = ctx.cfg.analysis.ablation

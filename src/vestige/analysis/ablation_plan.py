@@ -20,9 +20,9 @@ from torch import Tensor
 
 from vestige.analysis.ablate import AblationCounts, StageAblations
 from vestige.results import Snapshot
+from vestige.seeding import derive_seed
 from vestige.selectivity.index import SelectivityResult
 from vestige.selectivity.units import UnitLayer
-from vestige.train.seeding import derive_seed
 
 COLUMNS = (
     "step", "epoch", "stage", "block", "condition", "draw", "k", "fraction", "channel", "si",
@@ -151,7 +151,7 @@ def plan_stage(
 
 
 def _random_order(channels: int, seed: int, purpose: str) -> Tensor:
-    generator = torch.Generator().manual_seed(derive_seed(seed, purpose))
+    generator = torch.Generator().manual_seed(derive_seed(seed, purpose, scheme="sha256"))
     return torch.randperm(channels, generator=generator)
 
 

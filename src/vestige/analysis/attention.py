@@ -8,8 +8,8 @@ Per snapshot, in `attention/step_N.npz`:
     offsets                (GPSA layers, heads, 2) centre (d_x, d_y) of each head's positional
                            attention, see `head_offsets`
     layers, gpsa_layers    block index of each row; step, epoch, images
-Per run, rebuilt by `finish`: `gates.csv`, `nonlocality.csv` (step, epoch, layer, head, value) and
-`gates.png`, `nonlocality.png` (mean over heads per layer vs epoch; no `gates.png` for DeiT).
+Per run, rebuilt by `finish`: `gates.csv`, `nonlocality.csv` (step, epoch, layer, head, value);
+the task draws them as `gates.png`, `nonlocality.png` (report/run_figures.py).
 
 A layer that carries the class token is measured over its patch-to-patch block, rows renormalised
 to sum to 1 (`analysis.attention.class_token=renormalise`, the default), or as it is (`zero`, in
@@ -22,28 +22,35 @@ not raw patch embeddings fed to every layer (the bug §6 warns about).
 
 from __future__ import annotations
 
-import csv
 import io
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from vestige.analysis.base import AnalysisContext
-from vestige.errors import ConfigError
+from vestige.config import CLASS_TOKEN_CHOICES
+from vestige.errors import ConfigError, invalid
+from vestige.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    settings_folder,
+    step_file,
+    step_files,
+    table_text,
+)
 from vestige.models.convit import VARIANTS
 from vestige.models.gpsa import recording_attention, relative_offsets
-from vestige.report.plotting import colour, epoch_axis, panels, png_bytes
-from vestige.results import Snapshot
-from vestige.rundir import atomic_write_bytes, atomic_write_text
+from vestige.results import Run, Snapshot
 
 NONLOCALITY_IMAGES = 1024  # the paper's batch for nonlocality (§6)
-_STEP_FILE = re.compile(r"^step_(\d{8})\.npz$")
+# the per-run tables: (key in the step files, value column, the key of its layers' indices)
+TABLES = (("gates", "gate", "gpsa_layers"), ("nonlocality", "nonlocality", "layers"))
 
 
 def patch_distances(side: int, device: torch.device | str | None = None) -> Tensor:
@@ -153,7 +160,8 @@ def measure_attention(
 
 def attention_folder(run_path: Path, class_token: str = "renormalise") -> Path:
     """`attention/`, or `attention-zero/` for nonlocality with `class_token=zero`."""
-    return run_path / ("attention" if class_token == "renormalise" else f"attention-{class_token}")
+    other = class_token if class_token != "renormalise" else ""
+    return settings_folder(run_path, "attention", other)
 
 
 def _block_index(name: str) -> int:
@@ -166,12 +174,19 @@ def _stack(rows: list[Tensor]) -> np.ndarray:
 
 
 class AttentionAnalysis:
-    def __init__(self, ctx: AnalysisContext) -> None:
-        model = ctx.run.config.model.name
+    @staticmethod
+    def check(cfg: Any, run: Run) -> None:
+        model = run.config.model.name
         if model not in VARIANTS:
             raise ConfigError(
-                f"analysis=attention needs a ConViT or DeiT run; {ctx.run.path.name} is {model}"
+                f"analysis=attention needs a ConViT or DeiT run; {run.path.name} is {model}"
             )
+        choice = cfg.analysis.attention.class_token
+        if choice not in CLASS_TOKEN_CHOICES:
+            fix = f"choose {' or '.join(CLASS_TOKEN_CHOICES)}"
+            raise invalid("analysis.attention.class_token", choice, fix)
+
+    def __init__(self, ctx: AnalysisContext) -> None:
         self.ctx = ctx
         self.class_token = ctx.cfg.analysis.attention.class_token
         self.folder = attention_folder(ctx.run.path, self.class_token)
@@ -180,11 +195,7 @@ class AttentionAnalysis:
         return set(self._steps())
 
     def _steps(self) -> list[int]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(
-            int(m.group(1)) for p in self.folder.iterdir() if (m := _STEP_FILE.match(p.name))
-        )
+        return step_files(self.folder, ".npz")
 
     def analyze(self, snapshot: Snapshot, model: nn.Module) -> dict[str, float]:
         summary = measure_attention(
@@ -202,7 +213,7 @@ class AttentionAnalysis:
             class_token=np.str_(self.class_token),
             **{key: np.asarray(value) for key, value in summary.__dict__.items()},
         )
-        atomic_write_bytes(self.folder / f"step_{snapshot.step:08d}.npz", buffer.getvalue())
+        atomic_write_bytes(step_file(self.folder, snapshot.step, ".npz"), buffer.getvalue())
         numbers = {"nonlocality/mean": float(summary.nonlocality.mean())}
         if summary.gates.size:
             numbers["gate/mean"] = float(summary.gates.mean())
@@ -212,52 +223,22 @@ class AttentionAnalysis:
         snapshots = [self._load(step) for step in self._steps()]
         if not snapshots:
             return
-        for key, column, layers, label in (
-            ("gates", "gate", "gpsa_layers", "sigmoid(gate): 1 = positional"),
-            ("nonlocality", "nonlocality", "layers", "nonlocality (patches)"),
-        ):
+        for key, column, layers in TABLES:
             rows = [
-                (int(s["step"]), float(s["epoch"]), int(layer), head, float(value))
+                {
+                    "step": int(s["step"]),
+                    "epoch": float(s["epoch"]),
+                    "layer": int(layer),
+                    "head": head,
+                    column: float(value),
+                }
                 for s in snapshots
                 for layer, values in zip(s[layers], s[key], strict=True)
                 for head, value in enumerate(values)
             ]
-            atomic_write_text(self.folder / f"{key}.csv", _csv(rows, column))
-            if rows:
-                title = f"{label}, mean over heads: {self.ctx.run.path.name}"
-                atomic_write_bytes(self.folder / f"{key}.png", plot_layer_means(rows, title))
+            columns = ("step", "epoch", "layer", "head", column)
+            atomic_write_text(self.folder / f"{key}.csv", table_text(rows, columns, digits=6))
 
     def _load(self, step: int) -> dict[str, np.ndarray]:
-        with np.load(self.folder / f"step_{step:08d}.npz") as data:
+        with np.load(step_file(self.folder, step, ".npz")) as data:
             return {key: data[key] for key in data.files}
-
-
-def _csv(rows: list[tuple[int, float, int, int, float]], value: str) -> str:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["step", "epoch", "layer", "head", value])
-    writer.writerows((s, f"{e:.6g}", layer, h, f"{v:.6g}") for s, e, layer, h, v in rows)
-    return text.getvalue()
-
-
-def plot_layer_means(rows: list[tuple[int, float, int, int, float]], title: str) -> bytes:
-    """PNG (640 x 400) of the mean over heads vs epoch, one line per layer, on the shared epoch
-    axis (report/plotting.py: logarithmic where there are sub-epoch snapshots)."""
-    by_layer: dict[int, dict[float, list[float]]] = {}
-    for _, epoch, layer, _, value in rows:
-        by_layer.setdefault(layer, {}).setdefault(epoch, []).append(value)
-    (axes,) = panels(1, size=(6.4, 4.0))
-    for n, (layer, points) in enumerate(sorted(by_layer.items())):
-        epochs = sorted(points)
-        means = [float(np.mean(points[e])) for e in epochs]
-        axes.plot(
-            epochs,
-            means,
-            marker=".",
-            color=colour(n, len(by_layer), "viridis"),
-            label=f"layer {layer}",
-        )
-    epoch_axis(axes, [row[1] for row in rows])
-    axes.set_title(title, fontsize=9)
-    axes.legend(fontsize=7, ncol=2)
-    return png_bytes(axes.figure)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vestige.analysis.batchnorm import bn_label, recompute_batchnorm_statistics
+from vestige.analysis.batchnorm import bn_label, has_batch_norm, recompute_batchnorm_statistics
+from vestige.config import BN_STATS
+from vestige.errors import ConfigError, invalid
 from vestige.results import Run, Snapshot
+from vestige.step import check_snapshot_specs
 
 
 @dataclass
@@ -43,8 +47,32 @@ class AnalysisContext:
         return recompute_batchnorm_statistics(model, self.bn_batches, self.device)
 
 
+def check_analysis(settings: Any, run: Run) -> None:
+    """What every analysis reads of `analysis.*`: one-line ConfigError for the first bad value."""
+    for key, fix in (("images", "use a positive number"), ("batch_size", "use a positive size")):
+        if settings[key] <= 0:
+            raise invalid(f"analysis.{key}", settings[key], fix)
+    if settings.bn_stats not in BN_STATS:
+        raise invalid("analysis.bn_stats", settings.bn_stats, f"choose {' or '.join(BN_STATS)}")
+    if settings.bn_images <= 0:
+        raise invalid("analysis.bn_images", settings.bn_images, "use a positive number")
+    check_snapshot_specs("analysis.snapshots", settings.snapshots or [])
+    if settings.bn_stats == "recompute" and not has_batch_norm(run.build_model()):
+        raise ConfigError(
+            f"analysis.bn_stats=recompute is invalid: {run.path.name} has no BatchNorm layers to "
+            "re-estimate; use analysis.bn_stats=running"
+        )
+
+
 class Analysis(Protocol):
+    folder: Path  # where its results go, in the run directory
+
     def __init__(self, ctx: AnalysisContext) -> None: ...
+
+    @staticmethod
+    def check(cfg: Any, run: Run) -> None:
+        """One-line ConfigError for what this analysis cannot do with `cfg` on `run`, before
+        any work (after `check_analysis`)."""
 
     def done_steps(self) -> set[int]:
         """Snapshots already analysed (their results are on disk)."""

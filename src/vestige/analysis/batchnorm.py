@@ -27,12 +27,12 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset
 
+from vestige import distributed
 from vestige.config import AnalysisConfig
 from vestige.data.subsets import limit_per_class
-from vestige.data.transforms import derive_seed
 from vestige.errors import ConfigError
-from vestige.train import distributed
-from vestige.train.precision import full_precision
+from vestige.precision import full_precision
+from vestige.seeding import derive_seed
 
 
 def bn_label(settings: AnalysisConfig) -> str:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from vestige.rundir import atomic_write_bytes
+from vestige.io import atomic_write_bytes
 
 
 @dataclass(frozen=True)

@@ -51,17 +51,17 @@ from vestige.analysis.linear_classifier import (
     save_cached,
     train_linear_classifier,
 )
-from vestige.analysis.linearized import linear_term, weight_step
+from vestige.analysis.linearized import BUFFER_CHOICES, linear_term, weight_step
 from vestige.analysis.mutual_information import performance_correlation
 from vestige.config import LINEARITY_PROBES
 from vestige.data import unaugmented_training_split
-from vestige.errors import ConfigError
-from vestige.results import Snapshot
-from vestige.rundir import atomic_write_text
+from vestige.errors import ConfigError, invalid
+from vestige.io import atomic_write_text, settings_folder
+from vestige.precision import full_precision
+from vestige.results import Run, Snapshot
+from vestige.seeding import derive_seed
 from vestige.selectivity.units import UnitLayer, measured_layers, record_unit_states
 from vestige.step import Step
-from vestige.train.precision import full_precision
-from vestige.train.seeding import derive_seed
 
 PAIR_PROBES = ("linearized", "relu_flips")
 
@@ -69,7 +69,7 @@ PAIR_PROBES = ("linearized", "relu_flips")
 def linearity_folder(run_path: Path, bn_stats: str = "running") -> Path:
     """`linearity/`, or `linearity-<bn_stats>/` for snapshots with re-estimated BatchNorm
     statistics (analysis/batchnorm.py: `bn_label`)."""
-    return run_path / ("linearity" if bn_stats == "running" else f"linearity-{bn_stats}")
+    return settings_folder(run_path, "linearity", bn_stats if bn_stats != "running" else "")
 
 
 _STEP_FILE = re.compile(r"^step_(\d{8})\.json$")
@@ -200,6 +200,37 @@ def measure_linearity(
 
 
 class LinearityAnalysis:
+    @staticmethod
+    def check(cfg: Any, run: Run) -> None:
+        settings = cfg.analysis.linearity
+
+        def fail(key: str, value: Any, fix: str) -> None:
+            raise invalid(f"analysis.linearity.{key}", value, fix)
+
+        probes = list(settings.probes)
+        if not probes or not set(probes) <= set(LINEARITY_PROBES) or len(set(probes)) < len(probes):
+            fail("probes", probes, f"choose one or more of {', '.join(LINEARITY_PROBES)}")
+        if settings.images is not None and settings.images <= 0:
+            fail("images", settings.images, "use a positive number of images, or null for all")
+        if settings.base != "previous":
+            try:
+                Step.parse(settings.base)
+            except ValueError as err:
+                fail("base", settings.base, f"use previous, or a snapshot's step: {err}")
+        if settings.buffers not in BUFFER_CHOICES:
+            fail("buffers", settings.buffers, f"choose {' or '.join(BUFFER_CHOICES)}")
+        c = settings.classifier
+        for key in ("epochs", "batch_size"):
+            if getattr(c, key) <= 0:
+                fail(f"classifier.{key}", getattr(c, key), "use a positive integer")
+        if c.lr <= 0:
+            fail("classifier.lr", c.lr, "use a positive learning rate such as 1e-3")
+        if c.weight_decay < 0:
+            fail("classifier.weight_decay", c.weight_decay, "use 0 or a positive value")
+        if c.train_images is not None and c.train_images <= 0:
+            fix = "use a positive number, or null for all"
+            fail("classifier.train_images", c.train_images, fix)
+
     def __init__(self, ctx: AnalysisContext) -> None:
         self.ctx = ctx
         self.settings = ctx.cfg.analysis.linearity
@@ -212,7 +243,7 @@ class LinearityAnalysis:
 
     def _classifier_settings(self) -> ClassifierSettings:
         c = self.settings.classifier
-        seed = derive_seed(self.ctx.run.config.seed, "linear_classifier")
+        seed = derive_seed(self.ctx.run.config.seed, "linear_classifier", scheme="sha256")
         return ClassifierSettings(
             c.epochs, c.lr, c.weight_decay, c.batch_size, c.train_images, seed
         )

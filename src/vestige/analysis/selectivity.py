@@ -9,10 +9,12 @@ with re-estimated BatchNorm statistics (analysis/batchnorm.py), stored apart
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from vestige.analysis.base import AnalysisContext
-from vestige.results import Snapshot
+from vestige.results import Run, Snapshot
 from vestige.selectivity.index import SelectivityProbe
 from vestige.selectivity.store import SelectivityStore
 from vestige.selectivity.units import measured_layers
@@ -20,10 +22,15 @@ from vestige.train.evaluate import evaluate
 
 
 class SelectivityAnalysis:
+    @staticmethod
+    def check(cfg: Any, run: Run) -> None:
+        """Nothing beyond the `selectivity` section's own checks."""
+
     def __init__(self, ctx: AnalysisContext) -> None:
         self.ctx = ctx
         self.settings = ctx.cfg.selectivity
         self.store = SelectivityStore(ctx.run.path, self.settings, ctx.bn_label)
+        self.folder = self.store.folder
 
     def done_steps(self) -> set[int]:
         return set(self.store.steps()) if (self.store.folder / "units.npz").exists() else set()

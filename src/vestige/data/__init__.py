@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
@@ -19,9 +20,16 @@ from vestige.data.folders import build_cifar, build_image_folder
 from vestige.data.idx import build_fashion_mnist
 from vestige.data.splits import DataSplits
 from vestige.data.synthetic import build_synthetic
-from vestige.errors import ConfigError
+from vestige.errors import ConfigError, invalid
 
-__all__ = ["DATASETS", "DataSplits", "DatasetSpec", "build_datasets", "unaugmented_training_split"]
+__all__ = [
+    "DATASETS",
+    "DataSplits",
+    "DatasetSpec",
+    "build_datasets",
+    "check",
+    "unaugmented_training_split",
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,40 @@ DATASETS: dict[str, DatasetSpec] = {
     "tiny_imagenet": DatasetSpec(build_image_folder, needs_root=True),
     "image_folder": DatasetSpec(build_image_folder, needs_root=True),
 }
+
+
+def check(cfg: DataConfig) -> None:
+    """One-line ConfigError for the first bad value of the `data` section."""
+    if cfg.name not in DATASETS:
+        raise invalid("data", cfg.name, f"choose one of {', '.join(sorted(DATASETS))}")
+    if cfg.root is not None and not Path(cfg.root).expanduser().is_dir():
+        raise invalid("data.root", cfg.root, "point it at an existing directory with the dataset")
+    if DATASETS[cfg.name].needs_root and cfg.root is None:
+        raise invalid("data.root", None, f"data={cfg.name} reads files: set data.root=/path/to/it")
+    for key in ("num_classes", "channels", "image_size"):
+        if getattr(cfg, key) <= 0:
+            raise invalid(f"data.{key}", getattr(cfg, key), "use a positive integer")
+    if (cfg.randaugment or cfg.random_erasing) and not cfg.augment:
+        fix = "RandAugment and random erasing need data.augment=true"
+        raise invalid("data.augment", cfg.augment, fix)
+    if cfg.randaugment and cfg.name == "synthetic":
+        raise invalid(
+            "data.randaugment", True, "RandAugment needs uint8 images: not data=synthetic"
+        )
+    for key in ("random_erasing", "mixup", "cutmix"):
+        if getattr(cfg, key) < 0 or (key == "random_erasing" and cfg.random_erasing > 1):
+            fix = "use 0 (off) or a positive value (erasing: <= 1)"
+            raise invalid(f"data.{key}", getattr(cfg, key), fix)
+    for key in ("train_limit", "eval_limit"):
+        value = getattr(cfg, key)
+        if value is not None and value <= 0:
+            raise invalid(f"data.{key}", value, "use a positive number of images, or null for all")
+    if cfg.fraction is not None and not 0 < cfg.fraction <= 1:
+        fix = "use a fraction of every class in (0, 1], or null"
+        raise invalid("data.fraction", cfg.fraction, fix)
+    if cfg.fraction is not None and cfg.train_limit is not None:
+        fix = "set data.fraction or data.train_limit, not both"
+        raise invalid("data.fraction", cfg.fraction, fix)
 
 
 def build_datasets(cfg: DataConfig, seed: int) -> DataSplits:

@@ -11,8 +11,9 @@ from torch.utils.data import Dataset
 
 from vestige.config import DataConfig
 from vestige.data.subsets import class_counts, fraction_per_class, limit_per_class
-from vestige.data.transforms import Augmentation, SeededTrainSet, derive_seed
+from vestige.data.transforms import Augmentation, SeededTrainSet
 from vestige.errors import ConfigError
+from vestige.seeding import derive_seed
 
 EVAL_SPLITS = ("test", "train")
 

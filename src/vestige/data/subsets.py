@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from vestige.data.transforms import derive_seed
+from vestige.seeding import derive_seed
 
 
 class ClassSubset(Subset):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from vestige.config import DataConfig
 from vestige.data.splits import DataSplits
 from vestige.data.tensors import tensor_splits
-from vestige.data.transforms import derive_seed
+from vestige.seeding import derive_seed
 
 
 def class_prototypes(num_classes: int, channels: int, size: int, seed: int) -> torch.Tensor:

@@ -8,7 +8,6 @@ the duration of that one item, and every random transform used here draws from t
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,17 +16,9 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from vestige.seeding import derive_seed
+
 Transform = Callable[[Any], torch.Tensor]
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed that is a pure, well-mixed function of `parts` (stable across processes).
-
-    Integer-like parts (numpy or tensor scalars) hash as the Python int of the same value.
-    """
-    canonical = tuple(part if isinstance(part, str) else int(part) for part in parts)
-    digest = hashlib.blake2b(repr(canonical).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 class SeededTrainSet(Dataset):

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from vestige.errors import invalid
 from vestige.models.convit import VARIANTS, build_convit
 from vestige.models.resnet import ARCHITECTURES, build_resnet
 
@@ -17,6 +18,16 @@ MODELS: dict[str, Builder] = {name: build_resnet for name in ARCHITECTURES} | {
 }
 
 
+def check(cfg: Any) -> None:
+    """One-line ConfigError for the first bad value of the `model` section."""
+    if cfg.name not in MODELS:
+        raise invalid("model", cfg.name, f"choose one of {', '.join(sorted(MODELS))}")
+    if hasattr(cfg, "stem") and cfg.stem not in ("small", "imagenet"):
+        raise invalid("model.stem", cfg.stem, "use small (28-64 px) or imagenet (224 px)")
+    if hasattr(cfg, "width") and cfg.width <= 0:
+        raise invalid("model.width", cfg.width, "use a positive width multiplier such as 0.25")
+
+
 def build_model(cfg: Any, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """Build the network named by `cfg.name` (validated beforehand by `vestige.config.validate`)."""
+    """Build the network named by `cfg.name` (checked beforehand by `check`)."""
     return MODELS[cfg.name](cfg, num_classes, in_channels, image_size)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import vestige
+from vestige.io import atomic_write_bytes, atomic_write_text
 from vestige.report.figures import FIGURES
 from vestige.report.grouping import Group, group_by_seed
 from vestige.report.inputs import report_folder, report_runs
@@ -16,7 +17,6 @@ from vestige.report.page import RenderedFigure, render_page
 from vestige.report.plotting import png_bytes
 from vestige.report.summaries import ablation_auc_table, runs_table
 from vestige.report.tables import load_record
-from vestige.rundir import atomic_write_bytes, atomic_write_text
 
 
 def render_figures(groups: list[Group]) -> list[RenderedFigure]:
@@ -40,9 +40,10 @@ def default_title(groups: list[Group]) -> str:
 
 def build_report(cfg: Any) -> Path:
     """Write the report of the runs `cfg` names; returns the page's path."""
-    records = [load_record(path, cfg.get("analysis")) for path in report_runs(cfg)]
+    runs = report_runs(cfg)
+    records = [load_record(path, cfg.get("analysis")) for path in runs]
     groups = group_by_seed(records)
-    out = report_folder(cfg)
+    out = report_folder(cfg, runs)
     figures = render_figures(groups)
     for figure in figures:
         atomic_write_bytes(out / f"{figure.name}.png", figure.png)

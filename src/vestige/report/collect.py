@@ -9,9 +9,6 @@ confidence interval (Student's t over seeds). Both tables are written to the swe
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +18,10 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from vestige.launch.sweep import sweep_runs
+from vestige.errors import ConfigError
+from vestige.io import atomic_write_text, table_text
 from vestige.report.grouping import condition_settings, mean_and_spread
-from vestige.rundir import atomic_write_text
-from vestige.train.metrics import read_metrics
+from vestige.rundir import RunDir, SweepDir, read_metrics
 
 # the last evaluation's metrics, then the highest mean selectivity of the run
 LAST = ("eval_acc", "eval_acc5", "eval_loss", "train_loss", "si/mean")
@@ -57,18 +54,18 @@ def mean_and_interval(values: list[float]) -> tuple[float, float | None]:
 
 
 def read_point(run: Path, overrides: list[str] | None) -> Point:
-    info_path = run / "run.json"
-    if not info_path.exists():
+    files = RunDir(run)
+    if not files.info.exists():
         settings = dict(o.lstrip("+~").split("=", 1) for o in overrides or [] if "=" in o)
         return Point(run, settings, "not started")
-    info = json.loads(info_path.read_text())
-    rows = read_metrics(run / "metrics.jsonl")
+    info = files.read_info()
+    rows = read_metrics(files.metrics)
     evaluated = [row for row in rows if row.get("eval_acc") is not None]
     last = evaluated[-1] if evaluated else {}
     si = [row["si/mean"] for row in rows if row.get("si/mean") is not None]
     metrics = {key: last.get(key) for key in LAST}
     metrics["si/mean peak"] = max(si) if si else None
-    parent = OmegaConf.select(OmegaConf.load(run / "config.yaml"), "fork.from")
+    parent = OmegaConf.select(OmegaConf.load(files.config), "fork.from")
     # forks of the seeds of one baseline share a group (their parent hashes differ)
     settings = condition_settings(
         info.get("identity", {}), Path(parent).expanduser() if parent else None
@@ -87,7 +84,7 @@ def show_defaults(points: list[Point], keys: list[str]) -> None:
     """A varying key that a run left at its default is absent from its identity: fill in the
     value from the run's resolved config, so the table shows `0.1`, not a blank."""
     for point in points:
-        config = point.run / "config.yaml"
+        config = RunDir(point.run).config
         if config.exists():
             resolved = OmegaConf.load(config)
             for key in keys:
@@ -135,14 +132,6 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def as_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    return buffer.getvalue()
-
-
 def as_markdown(rows: list[dict[str, Any]]) -> str:
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -161,17 +150,18 @@ def as_rich(rows: list[dict[str, Any]], title: str) -> Table:
 
 def collect(folder: Path, progress: str | None = "auto") -> list[dict[str, Any]]:
     """Write the sweep's tables into `folder` and show them; returns the per-point rows."""
-    points = [read_point(run, overrides) for run, overrides in sweep_runs(folder)]
+    points = [read_point(run, overrides) for run, overrides in SweepDir(folder).runs()]
     if not points:
         print(f"collect: no runs in {folder} yet")
         return []
     keys = varying_keys(points)
     show_defaults(points, keys)
     rows, groups = point_rows(points, keys), group_rows(points, keys)
-    atomic_write_text(folder / "collect.csv", as_csv(rows))
-    atomic_write_text(folder / "collect_groups.csv", as_csv(groups))
+    sweep = SweepDir(folder)
+    atomic_write_text(sweep.collect_csv, table_text(rows))
+    atomic_write_text(sweep.collect_groups_csv, table_text(groups))
     atomic_write_text(
-        folder / "collect.md",
+        sweep.collect_md,
         f"# {folder.name}\n\n## Runs\n\n{as_markdown(rows)}\n"
         f"## Means over seeds (±: half-width of the 95% t-interval)\n\n{as_markdown(groups)}",
     )
@@ -179,5 +169,14 @@ def collect(folder: Path, progress: str | None = "auto") -> list[dict[str, Any]]
         console = Console(highlight=False, width=max(Console().width, 160))
         console.print(as_rich(rows, f"{folder.name}: {len(rows)} runs"))
         console.print(as_rich(groups, "means over seeds (±95%)"))
-        print(f"tables: {folder / 'collect.csv'}, {folder / 'collect.md'}")
+        print(f"tables: {sweep.collect_csv}, {sweep.collect_md}")
     return rows
+
+
+def check_collect(cfg: Any) -> None:
+    """task=collect needs a sweep folder (or any folder holding run directories)."""
+    if cfg.sweep is None or not Path(cfg.sweep).expanduser().is_dir():
+        raise ConfigError(
+            f"sweep={cfg.sweep!r} is invalid: task=collect needs sweep=<a sweep directory, "
+            "e.g. outputs/sweeps/<name>, or any folder holding run directories>"
+        )

@@ -1,25 +1,24 @@
 """Which runs a report covers (`run=`, `runs=[...]` or `sweep=`) and where it is written.
 
-A sweep's runs are those its record names (`launch/sweep.py`), the ones that have started.
+A sweep's runs are those its record names (rundir.SweepDir), the ones that have started.
 
-Every check here raises a one-line `ConfigError`; `config.validate` calls `report_runs` so that a
+Every check here raises a one-line `ConfigError`; tasks/checks.py calls `report_runs` so that a
 bad input is reported before any work starts.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from vestige.errors import ConfigError
-from vestige.launch.sweep import sweep_runs
-from vestige.rundir import analysed_run
+from vestige.io import short_hash
+from vestige.rundir import RunDir, SweepDir, analysed_run
 
 
 def is_run_directory(path: Path) -> bool:
-    return (path / "config.yaml").is_file()
+    return RunDir(path).config.is_file()
 
 
 def report_runs(cfg: Mapping[str, Any]) -> list[Path]:
@@ -41,7 +40,7 @@ def report_runs(cfg: Mapping[str, Any]) -> list[Path]:
         sweep = Path(cfg["sweep"]).expanduser()
         if not sweep.is_dir():
             raise ConfigError(f"sweep={cfg['sweep']!r} is invalid: no such directory")
-        paths = [run for run, _ in sweep_runs(sweep) if is_run_directory(run)]
+        paths = [run for run, _ in SweepDir(sweep).runs() if is_run_directory(run)]
         if not paths:
             raise ConfigError(
                 f"sweep={cfg['sweep']!r} is invalid: none of its runs has started yet"
@@ -59,17 +58,17 @@ def report_runs(cfg: Mapping[str, Any]) -> list[Path]:
     return list(dict.fromkeys(path.expanduser().resolve() for path in paths))
 
 
-def report_folder(cfg: Mapping[str, Any]) -> Path:
+def report_folder(cfg: Mapping[str, Any], runs: list[Path] | None = None) -> Path:
     """`report.out`, or by default `<sweep>/report` for a sweep, `<run>/report` for one run and
-    `<outputs>/reports/<hash of the run names>` for several (the same runs, the same folder)."""
+    `<outputs>/reports/<hash of the run names>` for several (the same runs, the same folder);
+    `runs`: the config's `report_runs`, when the caller has them already."""
     out = (cfg.get("report") or {}).get("out")
     if out is not None:
         return Path(out).expanduser().resolve()
-    runs = report_runs(cfg)
+    runs = report_runs(cfg) if runs is None else runs
     if cfg.get("sweep") is not None:
-        return Path(cfg["sweep"]).expanduser().resolve() / "report"
+        return SweepDir(Path(cfg["sweep"]).expanduser().resolve()).report
     if len(runs) == 1:
-        return runs[0] / "report"
-    names = "\n".join(sorted(run.name for run in runs))
-    digest = hashlib.sha256(names.encode()).hexdigest()[:10]
+        return RunDir(runs[0]).report
+    digest = short_hash("\n".join(sorted(run.name for run in runs)))
     return (Path(cfg.get("outputs") or "outputs") / "reports" / digest).expanduser().resolve()

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vestige.config import SelectivityConfig
+from vestige.distributed import all_reduce_sum
+from vestige.precision import autocast, full_precision
 from vestige.selectivity.units import UnitLayer, record_unit_activations, unit_table
-from vestige.train.distributed import all_reduce_sum
-from vestige.train.precision import autocast, full_precision
 
 
 def selectivity_index(class_means: Tensor, eps: float, present: Tensor | None = None) -> Tensor:

@@ -7,21 +7,22 @@ values of each snapshot through `SelectivityStore`.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from vestige import distributed
 from vestige.config import SelectivityConfig
-from vestige.rundir import RunDir
 from vestige.selectivity.index import SelectivityProbe
-from vestige.selectivity.store import SelectivityStore
+from vestige.selectivity.store import STORE, UNITS, SelectivityStore
 from vestige.selectivity.units import UnitLayer, measured_layers
-from vestige.train import distributed
 
 
 class SelectivityObserver:
-    def __init__(self, cfg: SelectivityConfig, run: RunDir) -> None:
-        self.cfg, self.store = cfg, SelectivityStore(run.path, cfg)
+    def __init__(self, cfg: SelectivityConfig, run: Path) -> None:
+        self.cfg, self.store = cfg, SelectivityStore(run, cfg)
         self.layers: list[UnitLayer] = []
         self.num_classes = 0
 
@@ -41,3 +42,10 @@ class SelectivityObserver:
             self.store.rebuild_summary()
         stages = {layer.stage for layer in self.layers} | {"mean"}
         return {k: v for k, v in result.summary().items() if k.removeprefix("si/") in stages}
+
+    def inherit(self, parent: Path, step: int, child: Path) -> None:
+        """The unit tables of the parent's selectivity folders (their per-snapshot files are
+        linked with the rest of the parent's history)."""
+        for units in parent.glob(f"{STORE}*/{UNITS}"):
+            (child / units.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(units, child / units.parent.name / units.name)

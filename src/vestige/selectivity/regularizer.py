@@ -1,81 +1,99 @@
-"""The differentiable selectivity R of one mini-batch, for loss = CE - alpha * R
-(reference/class-selectivity.md §3). Only the math: schedules and loop hooks live elsewhere.
+"""The selectivity regularizer as a training-loop plug-in: loss = CE - alpha * R (§3).
+
+reference/class-selectivity.md §3: R is the mean class selectivity of the chosen stages on each
+mini-batch, in train mode and differentiable (the math is `selectivity_penalty`); alpha < 0
+suppresses selectivity, alpha > 0 promotes it, and alpha follows a schedule over the absolute step
+(`vestige.selectivity.alpha`). The loop sees only the `Regularizer` protocol.
+
+Choices made here:
+- Units are the block outputs of `measured_layers` (the paper's); only the regularized stages are
+  hooked, so the last stage costs nothing by default.
+- At a step where alpha is exactly 0, R is still computed and logged, but without a graph
+  (`torch.no_grad`), and the term added to the loss is a constant 0: the run trains exactly as
+  without the regularizer, and the logged R shows the train-batch selectivity it would act on.
+- R is computed in float32 with autocast off, whatever the training precision.
+- The number of classes is the model's output width, read from its first forward pass (the
+  dataset can discover its classes; absent classes are masked, see `selectivity_penalty`).
+- With gradient accumulation, R is computed per micro-batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from vestige.config import RegularizerConfig
 from vestige.errors import ConfigError
-from vestige.selectivity.index import (
-    class_means,
-    class_sums,
-    network_mean,
-    selectivity_index,
-    stage_means,
+from vestige.selectivity.alpha import AlphaSchedule, ResolvedAlphaSchedule
+from vestige.selectivity.penalty import regularized_layers, selectivity_penalty
+from vestige.selectivity.units import (
+    UnitLayer,
+    measured_layers,
+    record_unit_activations,
+    unwrap,
 )
-from vestige.selectivity.units import UnitLayer
-from vestige.train.distributed import all_reduce_sum, world_size
 
 
-def regularized_layers(
-    layers: Sequence[UnitLayer], stages: Sequence[str] | None = None
-) -> list[UnitLayer]:
-    """The layers of `stages`; by default every stage but the last, as Ranadive et al. (§3)."""
-    names = list(dict.fromkeys(layer.stage for layer in layers))
-    chosen = names[:-1] if stages is None else list(stages)
-    unknown = [stage for stage in chosen if stage not in names]
-    if unknown or not chosen:
-        raise ConfigError(f"selectivity stages {chosen} must be a non-empty subset of {names}")
-    return [layer for layer in layers if layer.stage in chosen]
+class SelectivityRegularizer:
+    """Adds -alpha(step) * R to the loss and logs `reg/alpha` and `reg/R` (detached tensors)."""
 
+    def __init__(self, cfg: RegularizerConfig, negative: str) -> None:
+        """`negative`: how negative unit outputs (GELU) are treated, as when selectivity is
+        measured (`selectivity.negative`, see `unit_activations`)."""
+        self.negative = negative
+        self.schedule = AlphaSchedule.parse(cfg.alpha)
+        self.stages = None if cfg.stages is None else list(cfg.stages)
+        self.eps, self.sync = cfg.eps, cfg.sync
+        self.alpha: ResolvedAlphaSchedule | None = None
+        self.layers: list[UnitLayer] = []
+        self.num_classes = 0
+        self._acts: dict[str, Tensor] = {}
 
-def selectivity_penalty(
-    acts: Mapping[str, Tensor],
-    targets: Tensor,
-    layers: Sequence[UnitLayer],
-    num_classes: int,
-    stages: Sequence[str] | None,
-    eps: float,
-    sync: bool,
-) -> Tensor:
-    """R: mean SI over units of a layer, then over the layers of a stage, then over stages (§3).
+    @contextmanager
+    def attach(self, model: nn.Module, iterations_per_epoch: int) -> Iterator[None]:
+        """Resolve the schedule and hook the regularized stages for the whole of training."""
+        self.alpha = self.schedule.resolve(iterations_per_epoch)
+        self.layers = measured_layers(model)
 
-    `acts` are the (B, units) activations recorded with `keep_grad=True`. Class means use only the
-    classes present in the batch, divided by their counts (with fewer than two, R is 0), and
-    nothing waits for the device.
-    `sync=False` (as the public code) uses this rank's batch; `sync=True` (the config's
-    default, `regularizer.sync`) the global batch: class sums and counts of the other ranks enter
-    as constants, and the gradient is scaled by the world size so that DDP's gradient averaging
-    yields the gradient of R on the global batch (as one process would compute it); the value is
-    the global R on every rank.
-    """
-    chosen = regularized_layers(layers, stages)
-    chosen_acts = {layer.name: acts[layer.name] for layer in chosen}
-    sums, counts = class_sums(chosen_acts, targets, num_classes)
-    if sync:
-        sums, counts = _global_sums(sums, counts)
-    present = counts > 0
-    per_layer = {
-        name: selectivity_index(class_means(s, counts), eps, present).mean()
-        for name, s in sums.items()
-    }
-    penalty = network_mean(stage_means(per_layer, chosen))
-    if sync:
-        penalty = penalty + (world_size() - 1) * (penalty - penalty.detach())
-    return penalty
+        def remember_num_classes(module: nn.Module, args: tuple, output: Tensor) -> None:
+            self.num_classes = output.shape[-1]
 
+        with ExitStack() as hooks:
+            layers = self.regularized_layers()
+            recording = record_unit_activations(model, layers, self.negative, keep_grad=True)
+            self._acts = hooks.enter_context(recording)
+            hooks.callback(unwrap(model).register_forward_hook(remember_num_classes).remove)
+            hooks.callback(self._acts.clear)
+            yield
 
-def _global_sums(sums: dict[str, Tensor], counts: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-    """Sums and counts over all ranks in one all-reduce; gradients flow into the local part only."""
-    local = [s.detach().flatten() for s in sums.values()]
-    total = all_reduce_sum(torch.cat([counts.to(local[0].dtype), *local]))
-    total_counts, *total_sums = total.split([counts.numel(), *(s.numel() for s in local)])
-    synced = {
-        name: t.view_as(s) + (s - s.detach())
-        for (name, s), t in zip(sums.items(), total_sums, strict=True)
-    }
-    return synced, total_counts.round().long()
+    def inactive_until(self, iterations_per_epoch: int) -> int | None:
+        """The first step of a window whose alpha is not 0 (None: alpha is 0 throughout)."""
+        windows = self.schedule.resolve(iterations_per_epoch).windows
+        starts = [w.start for w in windows if w.alpha != 0.0 or w.alpha_start != 0.0]
+        return min(starts) if starts else None
+
+    def penalty(self, step: int, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """-alpha * R for the forward pass just made; R's graph only when alpha is not 0."""
+        if self.alpha is None or not self._acts:
+            raise RuntimeError("penalty needs a forward pass of the model inside attach()")
+        alpha = self.alpha.alpha_at(step)
+        acts = dict(self._acts)
+        self._acts.clear()  # the next forward refills it; the graph is not held until then
+        with torch.autocast(targets.device.type, enabled=False):
+            with torch.set_grad_enabled(alpha != 0.0 and torch.is_grad_enabled()):
+                r = selectivity_penalty(
+                    acts, targets, self.layers, self.num_classes, self.stages, self.eps, self.sync
+                )
+            term = -alpha * r if alpha != 0.0 else r.new_zeros(())
+        logs = {"reg/alpha": torch.tensor(alpha, dtype=torch.float64), "reg/R": r.detach()}
+        return term, logs
+
+    def regularized_layers(self) -> list[UnitLayer]:
+        """The layers of `regularizer.stages` (default: every stage but the last, §3)."""
+        try:
+            return regularized_layers(self.layers, self.stages)
+        except ConfigError as err:
+            raise ConfigError(f"regularizer.stages={self.stages!r} is invalid: {err}") from None

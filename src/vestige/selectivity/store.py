@@ -7,26 +7,30 @@
 Other settings than the defaults (block outputs, negative values clamped, eps 1e-6, fp32, the
 snapshot's own BatchNorm statistics) go to `selectivity-<units>-<negative>-eps<eps>-<precision>-
 <bn_stats>/` (each part only when it differs), so results measured differently never mix.
-Aggregates follow
-reference/class-selectivity.md §2: block mean over units, stage mean over blocks, network mean
-over stages.
+Aggregates follow reference/class-selectivity.md §2: block mean over units, stage mean over
+blocks, network mean over stages.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import re
 from pathlib import Path
 
 import numpy as np
 
 from vestige.config import SelectivityConfig
-from vestige.rundir import atomic_write_bytes, atomic_write_text
+from vestige.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    settings_folder,
+    step_file,
+    step_files,
+    table_text,
+)
 from vestige.selectivity.index import SelectivityResult
 from vestige.selectivity.units import UnitLayer, unit_table
 
-_STEP_FILE = re.compile(r"^step_(\d{8})\.npz$")
+STORE, UNITS = "selectivity", "units.npz"
 
 
 def _npz(**arrays: np.ndarray) -> bytes:
@@ -49,15 +53,15 @@ class SelectivityStore:
             settings.precision if settings.precision != default.precision else "",
             bn_stats if bn_stats != "running" else "",
         ]
-        self.folder = run_path / "-".join(["selectivity", *filter(None, parts)])
+        self.folder = settings_folder(run_path, STORE, *parts)
 
     def write_units(self, layers: list[UnitLayer]) -> None:
-        atomic_write_bytes(self.folder / "units.npz", _npz(**unit_table(layers)))
+        atomic_write_bytes(self.folder / UNITS, _npz(**unit_table(layers)))
 
     def write_snapshot(self, step: int, epoch: float, result: SelectivityResult) -> None:
         table = result.unit_table()
         atomic_write_bytes(
-            self.folder / f"step_{step:08d}.npz",
+            step_file(self.folder, step, ".npz"),
             _npz(
                 si=table["si"].astype(np.float32),
                 preferred_class=table["preferred_class"].astype(np.int32),
@@ -67,24 +71,20 @@ class SelectivityStore:
         )
 
     def steps(self) -> list[int]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(
-            int(m.group(1)) for p in self.folder.iterdir() if (m := _STEP_FILE.match(p.name))
-        )
+        return step_files(self.folder, ".npz")
 
     def units(self) -> dict[str, np.ndarray]:
-        with np.load(self.folder / "units.npz") as data:
+        with np.load(self.folder / UNITS) as data:
             return {key: data[key] for key in data.files}
 
     def snapshot(self, step: int) -> dict[str, np.ndarray]:
-        with np.load(self.folder / f"step_{step:08d}.npz") as data:
+        with np.load(step_file(self.folder, step, ".npz")) as data:
             return {key: data[key] for key in data.files}
 
     def drop_after(self, step: int) -> None:
         """Forget measurements of an abandoned trajectory (a run resumed from `step`)."""
         for later in (s for s in self.steps() if s > step):
-            (self.folder / f"step_{later:08d}.npz").unlink(missing_ok=True)
+            step_file(self.folder, later, ".npz").unlink(missing_ok=True)
 
     def table(self) -> dict[str, np.ndarray]:
         """Per-unit values of every snapshot, stacked: step, epoch, layer, stage, block,
@@ -121,8 +121,5 @@ class SelectivityStore:
                 rows.append(
                     {"step": step, "epoch": float(values["epoch"]), "stage": stage, "si": si}
                 )
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["step", "epoch", "stage", "si"])
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.folder / "summary.csv", buffer.getvalue())
+        columns = ["step", "epoch", "stage", "si"]
+        atomic_write_text(self.folder / "summary.csv", table_text(rows, columns))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import random
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vestige.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from vestige.io import atomic_write_bytes, atomic_write_json, atomic_write_text, step_file
+from vestige.rundir import RunDir, read_manifest, snapshot_path
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,6 @@ def _serialize(obj: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
-
-
-def snapshot_path(run: RunDir, step: int) -> Path:
-    return run.snapshots / f"step_{step:08d}.pt"
-
-
-def read_manifest(run: RunDir) -> list[dict[str, Any]]:
-    """Snapshots of a run, sorted by step: [{"step", "epoch", "path"}] (path relative to run)."""
-    if not run.manifest.exists():
-        return []
-    return sorted(json.loads(run.manifest.read_text())["snapshots"], key=lambda s: s["step"])
 
 
 def save_snapshot(run: RunDir, model: torch.nn.Module, step: int, epoch: float) -> None:
@@ -59,10 +48,6 @@ def drop_snapshots_after(run: RunDir, step: int) -> None:
             (run.path / entry["path"]).unlink(missing_ok=True)
     if entries:
         atomic_write_json(run.manifest, {"snapshots": [s for s in entries if s["step"] <= step]})
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -87,7 +72,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_resume(run: RunDir, state: dict[str, Any], keep: int) -> Path:
     """Write resume/step_N.pt then its .sha256; keep the newest `keep` states."""
-    path = run.resume / f"step_{state['step']:08d}.pt"
+    path = step_file(run.resume, state["step"], ".pt")
     data = _serialize(state)
     atomic_write_bytes(path, data)
     atomic_write_text(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest() + "\n")

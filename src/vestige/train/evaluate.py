@@ -5,7 +5,7 @@ rank 0's network, buffers included, so the all-reduced sums are those of one pro
 the saved snapshot on the whole split. Observers' probes ride along in the same pass, so a
 measurement such as class selectivity costs only its hooks on top of the evaluation the run does
 anyway; a probe that names a precision gets the whole pass at it (exact fp32 by default for
-selectivity, whatever the training's autocast: train/precision.py).
+selectivity, whatever the training's autocast: precision.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vestige.train import distributed, precision
+from vestige import distributed, precision
 from vestige.train.plugins import EvalProbe
 
 

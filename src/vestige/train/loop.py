@@ -21,19 +21,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vestige import distributed, precision
 from vestige.data import build_datasets
 from vestige.data.transforms import batch_mixing
 from vestige.errors import ConfigError
 from vestige.models import build_model
-from vestige.rundir import RunDir
+from vestige.rundir import RunDir, read_metrics
+from vestige.seeding import configure_determinism, derive_seed, seed_everything
 from vestige.step import Step, snapshot_iterations
-from vestige.train import checkpoint, distributed, fork, metrics, precision
+from vestige.train import checkpoint, fork, metrics
 from vestige.train.batches import eval_loader, train_loader
 from vestige.train.evaluate import evaluate
 from vestige.train.optim import build_optimizer, build_scheduler
 from vestige.train.plugins import Observer, Regularizer
 from vestige.train.progress import Reporter
-from vestige.train.seeding import configure_determinism, derive_seed, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,11 @@ def never() -> bool:
     return False
 
 
-def select_device(name: str) -> torch.device:
-    """`auto`: CUDA if there is one, else the CPU; `cuda` without an index: this rank's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())
-    return torch.device(name)
+PrefixFinder = Callable[[int], tuple[RunDir, int] | None]
+
+
+def no_prefix(iterations_per_epoch: int) -> None:
+    return None
 
 
 @dataclass
@@ -139,7 +138,11 @@ class Training:
         regularizers: list[Regularizer],
         reporter: Reporter,
         should_stop: Callable[[], bool] = never,
+        prefix: PrefixFinder = no_prefix,
     ) -> None:
+        """`prefix(iterations_per_epoch)`: a run whose first steps another run has computed,
+        and the step up to which it has (tasks/train.py: the alpha = 0 baseline of a
+        regularized run), or None: see `restore`."""
         self.cfg, self.run_dir, self.observers, self.regularizers = (
             cfg,
             run,
@@ -148,7 +151,8 @@ class Training:
         )
         self.reporter = reporter
         self.should_stop = should_stop
-        self.device = select_device(cfg.device)
+        self.prefix = prefix
+        self.device = distributed.select_device(cfg.device)
         distributed.init_process_group(self.device)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         configure_determinism(cfg.trainer.deterministic)
@@ -161,8 +165,8 @@ class Training:
             t.channels_last == "auto" and cuda
         )
 
-        seed_everything(derive_seed(cfg.seed, "init"))
-        splits = build_datasets(cfg.data, derive_seed(cfg.seed, "augment"))
+        seed_everything(derive_seed(cfg.seed, "init", scheme="sha256"))
+        splits = build_datasets(cfg.data, derive_seed(cfg.seed, "augment", scheme="sha256"))
         self.train_set = splits.train
         self.mixing = batch_mixing(cfg.data.mixup, cfg.data.cutmix, splits.num_classes)
         self.dataset_info = {
@@ -178,7 +182,7 @@ class Training:
         if self.world > 1:
             # one init everywhere, then a stream per rank: dropout and stochastic depth draw
             # different masks on each rank's images
-            seed_everything(derive_seed(cfg.seed, f"rank {self.rank}"))
+            seed_everything(derive_seed(cfg.seed, f"rank {self.rank}", scheme="sha256"))
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if t.sync_batchnorm and self.world > 1:
@@ -193,7 +197,7 @@ class Training:
         self.loader, self.batches = train_loader(
             splits.train,
             t.batch_size // self.world,
-            derive_seed(cfg.seed, "data"),
+            derive_seed(cfg.seed, "data", scheme="sha256"),
             self.rank,
             self.world,
             workers,
@@ -236,7 +240,9 @@ class Training:
     # -- resume ------------------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Continue from the newest intact resume state, if there is one (or a fork's parent's).
+        """Continue from the newest intact resume state, if there is one; else from a fork's
+        parent's state (`fork.from`), or from the kept state of a run that computed this run's
+        first steps (`prefix`).
 
         Files written after that state (metrics rows, snapshots) belong to a trajectory that is
         being recomputed and are dropped first, so nothing is duplicated.
@@ -246,13 +252,13 @@ class Training:
         if state is None and self.cfg.fork["from"]:
             parent = RunDir(Path(self.cfg.fork["from"]).expanduser()), fork.fork_step(self.cfg)
         elif state is None:  # rank 0 decides, so that every rank starts from the same state
-            found = None
-            if distributed.is_main():
-                found = fork.shared_prefix(self.cfg, self.iterations_per_epoch)
+            found = self.prefix(self.iterations_per_epoch) if distributed.is_main() else None
             parent = distributed.broadcast_object(found)
         if parent is not None:
             if distributed.is_main():
                 fork.inherit_history(*parent, self.run_dir)
+                for observer in self.observers:
+                    observer.inherit(parent[0].path, parent[1], self.run_dir.path)
             distributed.barrier()
             state = fork.parent_state(*parent)
             log.info("forked from %s at step %d", parent[0].path, state["step"])
@@ -279,7 +285,6 @@ class Training:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "scaler": None,  # bf16 autocast needs no loss scaling
             "sums": self.sums.state_dict(),
             "rng": distributed.all_gather_object(checkpoint.rng_state()),
         }
@@ -301,7 +306,7 @@ class Training:
                     self.train_epoch()
             finally:
                 self.reporter.close()
-        return metrics.read_metrics(self.run_dir.metrics)
+        return read_metrics(self.run_dir.metrics)
 
     def train_epoch(self) -> None:
         ipe = self.iterations_per_epoch

@@ -11,20 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vestige.rundir import atomic_write_text
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All complete rows; a torn last line (a kill in the middle of a write) is ignored."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+from vestige.io import atomic_write_text
+from vestige.rundir import read_metrics
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:

@@ -15,6 +15,9 @@ from torch import nn
 from vestige.config import OptimConfig, SchedConfig
 from vestige.step import Step
 
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "step", "multistep", "cosine")
+
 
 def parameter_groups(model: nn.Module, weight_decay: float, exclusions: bool) -> list[dict]:
     """Split parameters into decayed and not decayed: biases, norm weights and other 1-D

@@ -8,6 +8,7 @@ The loop calls these interfaces and knows nothing about what is behind them.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 class EvalProbe(Protocol):
     """Attached (as a context) during one evaluation pass; sees every batch's targets.
 
-    `precision`: the precision the pass must run at (train/precision.py: "fp32" exact, "bf16"
+    `precision`: the precision the pass must run at (precision.py: "fp32" exact, "bf16"
     autocast), or None for the training's own.
     """
 
@@ -42,11 +43,20 @@ class Observer(Protocol):
         """Called on every rank after the pass (probes are already all-reduced); returns
         metrics for the row. Only rank 0 writes files."""
 
+    def inherit(self, parent: Path, step: int, child: Path) -> None:
+        """A run (directory `child`) starting from the state of run `parent` at `step` (a fork,
+        a shared prefix): carry over what the observer needs of the parent's files besides the
+        step-named ones, which train/fork.py links already (rank 0 only)."""
+
 
 class Regularizer(Protocol):
     def attach(self, model: nn.Module, iterations_per_epoch: int) -> AbstractContextManager:
         """Hooks that live for the whole of training (removed on exit); schedules written in
         epochs are resolved with `iterations_per_epoch`."""
+
+    def inactive_until(self, iterations_per_epoch: int) -> int | None:
+        """The first step at which it changes the training (0: from the start), or None if it
+        never does: before that step the run computes what it would without it."""
 
     def penalty(
         self, step: int, targets: torch.Tensor

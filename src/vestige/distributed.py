@@ -12,6 +12,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from vestige.errors import invalid
+
 
 def launched_world_size() -> int:
     """World size announced by the launcher (torchrun or SLURM), before any group exists."""
@@ -104,3 +106,18 @@ def all_gather_object(obj: object) -> list[object]:
 def destroy_process_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def select_device(name: str) -> torch.device:
+    """`auto`: CUDA if there is one, else the CPU; `cuda` without an index: this rank's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank() % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def check_device(name: str) -> None:
+    """One-line ConfigError unless `name` is auto, cpu, cuda or cuda:N."""
+    if name != "auto" and not str(name).startswith(("cpu", "cuda")):
+        raise invalid("device", name, "choose auto, cpu, cuda or cuda:N")

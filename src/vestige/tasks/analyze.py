@@ -8,23 +8,44 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from vestige.analysis import ANALYSES
-from vestige.analysis.base import AnalysisContext
-from vestige.analysis.batchnorm import estimation_batches, has_batch_norm
+from vestige.analysis.base import AnalysisContext, check_analysis
+from vestige.analysis.batchnorm import estimation_batches
 from vestige.data import build_datasets, unaugmented_training_split
-from vestige.errors import ConfigError
+from vestige.distributed import select_device
+from vestige.errors import ConfigError, invalid
+from vestige.report.run_figures import RUN_FIGURES
 from vestige.results import load_run
-from vestige.rundir import analysed_run
+from vestige.rundir import RunDir, analysed_run
+from vestige.seeding import derive_seed
 from vestige.step import snapshot_iterations
-from vestige.train.loop import select_device
-from vestige.train.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
 
-def analyze_run(cfg: Any) -> None:
+def check_analyze(cfg: Any) -> None:
+    """The analysed run exists, an analysis is chosen, and it can run on that run."""
+    run = analysed_run(cfg)
+    if cfg.run is not None and not RunDir(run).config.is_file():
+        raise ConfigError(
+            f"run={cfg.run!r} is invalid: task=analyze needs run=<a run directory with config.yaml>"
+        )
+    if not RunDir(run).config.is_file():
+        raise ConfigError(
+            f"run=None is invalid: this config's run ({run}) has not been trained; train it "
+            "first (the same command without task=analyze), or set run=<a run directory>"
+        )
+    if cfg.analysis is None or cfg.analysis.name not in ANALYSES:
+        name = None if cfg.analysis is None else cfg.analysis.name
+        raise invalid("analysis", name, f"choose one of {', '.join(sorted(ANALYSES))}")
+    loaded = load_run(run)
+    check_analysis(cfg.analysis, loaded)
+    ANALYSES[cfg.analysis.name].check(cfg, loaded)
+
+
+def analyze(cfg: Any) -> None:
     run = load_run(analysed_run(cfg))
     data = run.config.data
-    splits = build_datasets(data, derive_seed(run.config.seed, "augment"))
+    splits = build_datasets(data, derive_seed(run.config.seed, "augment", scheme="sha256"))
     device = select_device(cfg.device)
     loader = DataLoader(splits.eval, cfg.analysis.batch_size, num_workers=data.num_workers)
     snapshots = run.snapshots
@@ -34,11 +55,6 @@ def analyze_run(cfg: Any) -> None:
         snapshots = [s for s in snapshots if s.step in chosen]
     bn_batches = None
     if cfg.analysis.bn_stats == "recompute":
-        if not has_batch_norm(run.build_model()):
-            raise ConfigError(
-                f"analysis.bn_stats=recompute is invalid: {run.path.name} has no BatchNorm "
-                "layers to re-estimate; use analysis.bn_stats=running"
-            )
         bn_batches = estimation_batches(
             unaugmented_training_split(data),
             cfg.analysis.bn_images,
@@ -58,4 +74,6 @@ def analyze_run(cfg: Any) -> None:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in numbers.items())
         print(f"step {snapshot.step:>8d}  epoch {snapshot.epoch:7.3f}  {shown}", flush=True)
     analysis.finish()
+    if (draw := RUN_FIGURES.get(cfg.analysis.name)) is not None:
+        draw(analysis.folder, run.path.name)
     print(f"{cfg.analysis.name}: done; results in {run.path}")

@@ -1,0 +1,37 @@
+"""Every check of a command's config, in one order, before any work: each section is checked by
+the code that owns it, and this is the one place that composes those checks for each task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vestige import data, models
+from vestige.config import TASKS, describe_keys, unknown_key
+from vestige.distributed import check_device
+from vestige.errors import ConfigError, invalid
+from vestige.report.collect import check_collect
+from vestige.report.inputs import report_runs
+from vestige.selectivity.checks import check_regularizer, check_selectivity
+from vestige.tasks.analyze import check_analyze
+from vestige.train.checks import check_training
+
+
+def check(cfg: Any, world_size: int = 1) -> None:
+    """Raise a one-line ConfigError for the first bad value of the composed config."""
+    unknown = unknown_key(cfg)
+    if unknown:
+        raise ConfigError(f"unknown config key '{unknown}': {describe_keys(unknown)}")
+    if cfg.task not in TASKS:
+        raise invalid("task", cfg.task, f"choose one of {', '.join(TASKS)}")
+    if cfg.task == "analyze":
+        check_analyze(cfg)
+    if cfg.task == "collect":
+        check_collect(cfg)
+    if cfg.task == "report":
+        report_runs(cfg)
+    models.check(cfg.model)
+    data.check(cfg.data)
+    check_training(cfg, world_size)
+    check_regularizer(cfg.regularizer, cfg.data)
+    check_selectivity(cfg.selectivity)
+    check_device(cfg.device)

@@ -1,0 +1,40 @@
+"""Where each job works, as Hydra's run and sweep folders (conf/config.yaml): a run's directory
+(rundir.py), a report's folder (report/inputs.py), a sweep's folder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vestige.report.inputs import report_folder
+from vestige.rundir import run_directory, sweep_directory
+
+
+def working_directory(tree: dict[str, Any], absolute: bool = False) -> str:
+    """A report's folder for task=report, else the run (or sweep) directory of `run_directory`."""
+    if tree.get("task") == "report":
+        return str(report_folder(tree))
+    return run_directory(tree, absolute)
+
+
+def register_resolvers() -> None:
+    """`${vestige_run_dir:}` (hydra.run.dir) and `${vestige_run_subdir:}` (hydra.sweep.subdir):
+    the directory named by the config, see `working_directory`; `${vestige_sweep_dir:}`
+    (hydra.sweep.dir): the sweep's own folder, see `rundir.sweep_directory`."""
+
+    def task_tree(root: DictConfig) -> dict:
+        task = {key: root[key] for key in root if key != "hydra"}
+        return OmegaConf.to_container(OmegaConf.create(task), resolve=True)
+
+    if not OmegaConf.has_resolver("vestige_run_dir"):
+        OmegaConf.register_new_resolver(
+            "vestige_run_dir", lambda *, _root_: working_directory(task_tree(_root_))
+        )
+        OmegaConf.register_new_resolver(
+            "vestige_run_subdir", lambda *, _root_: working_directory(task_tree(_root_), True)
+        )
+        OmegaConf.register_new_resolver(
+            "vestige_sweep_dir",
+            lambda *, _root_: sweep_directory(_root_.outputs, list(_root_.hydra.overrides.task)),
+        )

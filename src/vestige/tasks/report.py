@@ -1,0 +1,11 @@
+"""task=report: figures and one HTML page of one run, several, or a sweep (report/build.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vestige.report.build import build_report
+
+
+def report(cfg: Any) -> None:
+    print(f"report: {build_report(cfg)}")

@@ -1,0 +1,176 @@
+"""task=train: the run directory, the plug-ins a config asks for, the loop, and run.json.
+
+The only place that wires regularizers and observers into the loop, and that knows how a
+regularized run finds the alpha = 0 baseline whose kept state it can start from.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+import vestige
+from vestige import distributed
+from vestige.errors import ConfigError
+from vestige.io import atomic_write_text
+from vestige.launch.signals import StopRequest
+from vestige.rundir import RunDir, identity, read_metrics, run_directory, run_hash
+from vestige.selectivity.observer import SelectivityObserver
+from vestige.selectivity.regularizer import SelectivityRegularizer
+from vestige.train.loop import Preempted, Training, TrainingDiverged
+from vestige.train.plugins import Observer, Regularizer
+from vestige.train.progress import Reporter, print_summary
+
+log = logging.getLogger("vestige")
+
+
+def build_observers(cfg: Any, run: RunDir) -> list[Observer]:
+    return [SelectivityObserver(cfg.selectivity, run.path)] if cfg.selectivity.enabled else []
+
+
+def build_regularizers(cfg: Any) -> list[Regularizer]:
+    selective = cfg.regularizer.name == "selectivity"
+    return [SelectivityRegularizer(cfg.regularizer, cfg.selectivity.negative)] if selective else []
+
+
+def shared_prefix(
+    cfg: Any, regularizers: list[Regularizer], iterations_per_epoch: int
+) -> tuple[RunDir, int] | None:
+    """Where a regularized run can start instead of step 0: its alpha = 0 baseline's kept state.
+
+    A run whose regularizers change nothing for its first k steps computes exactly what the same
+    config with alpha = 0 computes up to k (tests/test_fork.py), so when that baseline has run and
+    kept a full state at some step s <= k (`checkpoint.forkable`), starting from it changes
+    nothing but the time taken. Without such a state the run trains from step 0; either way its
+    identity and results are those of the run from scratch. The regularization-windows sweep
+    relies on this to share the common prefix with its baseline.
+    """
+    if cfg.fork["from"] is not None or not regularizers:
+        return None
+    starts = [r.inactive_until(iterations_per_epoch) for r in regularizers]
+    if None in starts or min(starts) == 0:
+        return None
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    tree["regularizer"]["alpha"] = 0.0
+    baseline = RunDir(Path(run_directory(tree)).resolve())
+    kept = [
+        int(path.stem.removeprefix("step_"))
+        for path in baseline.forkable.glob("step_*.sha256")  # written last
+    ]
+    usable = [step for step in kept if 0 < step <= min(starts)]
+    return (baseline, max(usable)) if usable else None
+
+
+def versions() -> dict[str, Any]:
+    """Versions that produced a run: python, torch, torchvision, vestige and the git commit."""
+    source = Path(vestige.__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=source, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    sha = git("rev-parse", "HEAD")
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "vestige": vestige.__version__,
+        "git_sha": sha,
+        "git_dirty": None
+        if sha is None
+        else bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def train(cfg: DictConfig) -> None:
+    run = RunDir(HydraConfig.get().runtime.output_dir)
+    main = distributed.is_main()
+    if run.read_info().get("status") == "complete":
+        if main:
+            print(f"run {run.path} is already complete; nothing to do.")
+            print_summary(
+                read_metrics(run.metrics), f"{run.path.name} (complete)", cfg.trainer.progress
+            )
+        return
+    stop = StopRequest()
+    with stop.installed(), run.exclusive() if main else nullcontext():
+        fresh = not run.info.exists()
+        regularizers = build_regularizers(cfg)
+        try:
+            training = Training(
+                cfg,
+                run,
+                build_observers(cfg, run),
+                regularizers,
+                Reporter(cfg.trainer.progress, enabled=main),
+                should_stop=stop.requested,
+                prefix=lambda ipe: shared_prefix(cfg, regularizers, ipe),
+            )
+        except ConfigError:
+            if main and fresh:
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
+        if main:
+            atomic_write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
+            info = run.read_info()
+            run.update_info(
+                status="running",
+                run_hash=run_hash(cfg),
+                identity=identity(cfg),
+                seed=cfg.seed,
+                created=info.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+                versions=versions(),
+                host=socket.gethostname(),
+                world_size=training.world,
+                device=str(training.device),
+                dataset=training.dataset_info,
+                iterations_per_epoch=training.iterations_per_epoch,
+                command=sys.argv,
+            )
+        log.info(
+            "%s %s on %s, %d rank(s)",
+            "starting" if fresh else "continuing",
+            run.path,
+            training.device,
+            training.world,
+        )
+        try:
+            rows = training.run()
+        except TrainingDiverged:
+            if main:
+                run.update_info(status="diverged")
+            raise
+        except Preempted as stopped:
+            requeued = False
+            if main:
+                run.update_info(status="preempted", steps=stopped.step)
+                requeued = stop.requeue()
+                cause = stop.received.name if stop.received else "a signal to another rank"
+                print(
+                    f"{cause}: stopped at step {stopped.step} with the resume state "
+                    f"saved in {run.path}; "
+                    + ("the job is requeued" if requeued else "the same command continues")
+                )
+            sys.exit(stop.exit_code(requeued))
+        if main:
+            run.update_info(status="complete", steps=training.total)
+            print_summary(rows, run.path.name, cfg.trainer.progress)
+            print(f"run directory: {run.path}")

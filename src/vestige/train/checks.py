@@ -1,0 +1,70 @@
+"""The checks of what the loop reads (`optim`, `sched`, `trainer`, `checkpoint`, `fork`): one-line
+ConfigErrors, before any work (tasks/checks.py runs them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vestige.errors import ConfigError, invalid
+from vestige.step import check_snapshot_specs, check_step
+from vestige.train.fork import check_fork
+from vestige.train.optim import OPTIMIZERS, SCHEDULES
+
+PRECISIONS = ("auto", "bf16", "fp32")
+PROGRESS = ("auto", "rich", "plain", "none")
+
+
+def check_training(cfg: Any, world_size: int) -> None:
+    """The first bad value of the sections the training loop reads, for `world_size` ranks."""
+    if cfg.optim.name not in OPTIMIZERS:
+        raise invalid("optim", cfg.optim.name, "choose sgd or adamw")
+    if cfg.optim.lr <= 0:
+        raise invalid("optim.lr", cfg.optim.lr, "use a positive learning rate such as 0.1")
+    if cfg.optim.weight_decay < 0:
+        raise invalid("optim.weight_decay", cfg.optim.weight_decay, "use 0 or a positive value")
+    if cfg.sched.name not in SCHEDULES:
+        raise invalid("sched", cfg.sched.name, "choose constant, step, multistep or cosine")
+    check_step("sched.step_size", cfg.sched.step_size)
+    check_step("sched.warmup", cfg.sched.warmup)
+    for i, milestone in enumerate(cfg.sched.milestones):
+        check_step(f"sched.milestones[{i}]", milestone)
+    _check_trainer(cfg.trainer, world_size)
+    check_snapshot_specs("checkpoint.snapshots", cfg.checkpoint.snapshots)
+    check_snapshot_specs("checkpoint.forkable", cfg.checkpoint.forkable)
+    if set(cfg.fork) != {"from", "at"}:
+        unknown = sorted(set(cfg.fork) - {"from", "at"})
+        raise ConfigError(
+            f"unknown config key 'fork.{unknown[0]}': fork takes only fork.from and fork.at"
+        )
+    check_fork(cfg)
+    if cfg.checkpoint.resume_every is not None:
+        check_step("checkpoint.resume_every", cfg.checkpoint.resume_every)
+    if cfg.checkpoint.keep_resume < 1:
+        raise invalid("checkpoint.keep_resume", cfg.checkpoint.keep_resume, "keep at least 1")
+
+
+def _check_trainer(t: Any, world_size: int) -> None:
+    if t.epochs <= 0:
+        raise invalid("trainer.epochs", t.epochs, "train for at least 1 epoch")
+    if t.batch_size <= 0:
+        raise invalid("trainer.batch_size", t.batch_size, "use a positive global batch size")
+    if t.batch_size % (world_size * t.grad_accum) != 0:
+        raise invalid(
+            "trainer.batch_size",
+            t.batch_size,
+            f"must be divisible by world size x grad_accum = {world_size * t.grad_accum}",
+        )
+    if t.eval_batch_size <= 0:
+        raise invalid("trainer.eval_batch_size", t.eval_batch_size, "use a positive batch size")
+    if t.grad_accum <= 0:
+        raise invalid("trainer.grad_accum", t.grad_accum, "use 1 or more micro-batches per step")
+    if not 0 <= t.label_smoothing < 1:
+        raise invalid("trainer.label_smoothing", t.label_smoothing, "use a value in [0, 1)")
+    if t.precision not in PRECISIONS:
+        raise invalid("trainer.precision", t.precision, "choose auto, bf16 or fp32")
+    if str(t.channels_last) not in ("auto", "true", "false", "True", "False"):
+        raise invalid("trainer.channels_last", t.channels_last, "choose auto, true or false")
+    if t.progress not in PROGRESS:
+        raise invalid("trainer.progress", t.progress, "choose auto, rich, plain or none")
+    if t.max_steps is not None and t.max_steps <= 0:
+        raise invalid("trainer.max_steps", t.max_steps, "use a positive number of steps, or null")
