@@ -1,6 +1,7 @@
 """What the fast ablation sweep saves: one snapshot's full sweep of one stage done the fast way
-(`analysis/ablate.py: sweep`: the network up to the stage once per batch, every ablation from the
-cached block output) vs the naive way (one full forward pass over the images per ablation).
+(`analysis/ablation/ablate.py: sweep`: the network up to the stage once per batch, every
+ablation from the cached block output) vs the naive way (one full forward pass over the images
+per ablation).
 
     .venv/bin/python scripts/bench_ablation.py [--device cpu] [--images 8] [--image-size 224]
         [--k-fractions 0 0.125 0.25 ... 1] [--draws 3] [--stages layer4 layer3] [--threads 1]
@@ -25,8 +26,8 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from vestige.analysis.ablate import naive_sweep, sweep
-from vestige.analysis.ablation_plan import UnitRanking, plan_stage
+from vestige.analysis.ablation.ablate import naive_sweep, sweep
+from vestige.analysis.ablation.plan import UnitRanking, plan_stage
 from vestige.config import AblationConfig, ResNetConfig
 from vestige.models import build_model
 from vestige.selectivity.units import measured_layers

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from vestige.train.seeding import derive_seed
 
 from vestige.config import validate
 from vestige.data import build_datasets
@@ -38,7 +39,6 @@ from vestige.preflight import compose_point
 from vestige.rundir import RunDir
 from vestige.train.loop import Training, select_device
 from vestige.train.progress import Reporter
-from vestige.train.seeding import derive_seed
 
 TARGET = 0.95
 

@@ -20,6 +20,7 @@ from contextlib import ExitStack
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from vestige.selectivity.training import SelectivityRegularizer
 
 from vestige.config import RegularizerConfig, ResNetConfig
 from vestige.models import build_model
@@ -29,7 +30,6 @@ from vestige.selectivity.index import (
     SelectivityResult,
     selectivity_index,
 )
-from vestige.selectivity.training import SelectivityRegularizer
 from vestige.selectivity.units import UnitLayer, measured_layers, record_unit_activations
 from vestige.train.evaluate import evaluate
 

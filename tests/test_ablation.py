@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 import vestige
-from vestige.analysis.ablate import StageAblations, naive_sweep, sweep
-from vestige.analysis.ablation_plan import (
+from vestige.analysis.ablation.ablate import StageAblations, naive_sweep, sweep
+from vestige.analysis.ablation.plan import (
     UnitRanking,
     normalised_auc,
     paper_grid,

@@ -12,7 +12,9 @@ import pytest
 from conftest import TINY, run_cli
 
 from vestige.report.collect import Point, group_rows, mean_and_interval, varying_keys
-from vestige.rundir import SweepDir
+from vestige.rundir import SweepDir, run_directory
+from vestige.tasks.compose import compose_point
+from vestige.tasks.sweep import write_record
 
 
 def test_interval_is_students_t_over_seeds():
@@ -78,3 +80,13 @@ def test_local_sweep_records_its_points_tables_them_and_resubmission_skips_them(
     assert again.stdout.count("is already complete; nothing to do") == 2
     assert list((workdir / "outputs" / "sweeps").iterdir()) == [folder]
     assert len(json.loads((folder / "sweep.json").read_text())["submissions"]) == 2
+
+
+def test_a_sweep_of_more_than_1024_points_is_recorded_whole(tmp_path):
+    write_record(tmp_path, ["seed=range(0,1100)", "trainer.epochs=1"])
+    points = json.loads(SweepDir(tmp_path).record.read_text())["points"]
+    assert len(points) == 1100
+    assert len({point["run"] for point in points}) == 1100  # every seed its own run
+    last = compose_point(["seed=1099", "trainer.epochs=1"])
+    assert points[-1]["run"] == run_directory(last, True)
+    assert [point["overrides"][0] for point in points[:2]] == ["seed=0", "seed=1"]

@@ -17,10 +17,14 @@ from conftest import TINY, finished_run, run_cli
 from torch import nn
 
 import vestige
-from vestige.analysis.linear_classifier import ClassifierSettings, load_cached, save_cached
-from vestige.analysis.linearity import ReluFlipTally, first_images, measure_linearity
-from vestige.analysis.linearized import linear_term, linearized_logits, weight_step
-from vestige.analysis.mutual_information import performance_correlation
+from vestige.analysis.linearity.linear_classifier import (
+    ClassifierSettings,
+    load_cached,
+    save_cached,
+)
+from vestige.analysis.linearity.linearized import linear_term, linearized_logits, weight_step
+from vestige.analysis.linearity.mutual_information import performance_correlation
+from vestige.analysis.linearity.probes import ReluFlipTally, first_images, measure_linearity
 from vestige.config import ResNetConfig
 from vestige.errors import ConfigError
 from vestige.models import build_model

@@ -225,7 +225,7 @@ class LinearityConfig:
     # the chosen snapshot before it; or one fixed snapshot by its step, e.g. 0it
     base: str = "previous"
     # BatchNorm running statistics in the expansion: expand (with the weights) | base (kept at
-    # the base snapshot's values), see vestige.analysis.linearized
+    # the base snapshot's values), see vestige.analysis.linearity.linearized
     buffers: str = "expand"
     classifier: LinearClassifierConfig = field(default_factory=LinearClassifierConfig)
 
@@ -304,6 +304,9 @@ def register_configs() -> None:
 
 
 MODEL_SCHEMAS = (ResNetConfig, ConViTConfig)
+# What `RunConfig.model` holds: one of the model schemas (OmegaConf has no unions of structured
+# configs, so the field itself is `Any`; code that reads a model section takes this type).
+ModelConfig = ResNetConfig | ConViTConfig
 
 
 def model_schema(model: Mapping[str, Any]) -> type | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from omegaconf import OmegaConf
 
@@ -16,3 +17,13 @@ def invalid(key: str, value: Any, fix: str) -> ConfigError:
     list or dict is shown as plain Python)."""
     shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     return ConfigError(f"{key}={shown!r} is invalid: {fix}")
+
+
+def failing(section: str) -> Callable[[str, Any, str], NoReturn]:
+    """`fail(key, value, fix)` for the checks of one config section: raises `invalid` with the
+    section's keys written in full (`failing("analysis.ablation")("k", [], "...")`)."""
+
+    def fail(key: str, value: Any, fix: str) -> NoReturn:
+        raise invalid(f"{section}.{key}", value, fix)
+
+    return fail

@@ -102,6 +102,27 @@ def snapshot_iterations(specs: list[str], iterations_per_epoch: int, total: int)
     return sorted(selected)
 
 
+@dataclass(frozen=True)
+class Clock:
+    """A run's time in iterations: the one place that turns the config's step strings ("2ep",
+    "every 50it until 2ep") into absolute iterations, once the epoch length is known. `total`
+    (the last step) bounds snapshot schedules."""
+
+    iterations_per_epoch: int
+    total: int | None = None
+
+    def iterations(self, step: str | Step) -> int:
+        """The absolute iteration of a step such as '2ep' or '1ep50it'."""
+        parsed = step if isinstance(step, Step) else Step.parse(step)
+        return parsed.to_iterations(self.iterations_per_epoch)
+
+    def schedule(self, specs: Sequence[str]) -> list[int]:
+        """The iterations a snapshot schedule selects, sorted, within [0, total]."""
+        if self.total is None:
+            raise ValueError("a schedule needs the clock's total number of iterations")
+        return snapshot_iterations(list(specs), self.iterations_per_epoch, self.total)
+
+
 def check_step(key: str, text: str) -> None:
     """One-line ConfigError naming `key` unless `text` is a step such as '100it' or '2ep'."""
     try:

@@ -27,14 +27,13 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from vestige.analysis.base import AnalysisContext
-from vestige.config import CLASS_TOKEN_CHOICES
+from vestige.config import CLASS_TOKEN_CHOICES, RunConfig
 from vestige.errors import ConfigError, invalid
 from vestige.io import (
     atomic_write_bytes,
@@ -175,7 +174,7 @@ def _stack(rows: list[Tensor]) -> np.ndarray:
 
 class AttentionAnalysis:
     @staticmethod
-    def check(cfg: Any, run: Run) -> None:
+    def check(cfg: RunConfig, run: Run) -> None:
         model = run.config.model.name
         if model not in VARIANTS:
             raise ConfigError(

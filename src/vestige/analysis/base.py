@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from vestige.analysis.batchnorm import bn_label, has_batch_norm, recompute_batchnorm_statistics
-from vestige.config import BN_STATS
+from vestige.config import BN_STATS, AnalysisConfig, RunConfig
 from vestige.errors import ConfigError, invalid
 from vestige.results import Run, Snapshot
 from vestige.step import check_snapshot_specs
@@ -25,7 +25,7 @@ class AnalysisContext:
     the training batches that BatchNorm statistics are re-estimated on."""
 
     run: Run
-    cfg: Any
+    cfg: RunConfig  # this command's
     device: torch.device
     eval_loader: DataLoader
     num_classes: int
@@ -47,7 +47,7 @@ class AnalysisContext:
         return recompute_batchnorm_statistics(model, self.bn_batches, self.device)
 
 
-def check_analysis(settings: Any, run: Run) -> None:
+def check_analysis(settings: AnalysisConfig, run: Run) -> None:
     """What every analysis reads of `analysis.*`: one-line ConfigError for the first bad value."""
     for key, fix in (("images", "use a positive number"), ("batch_size", "use a positive size")):
         if settings[key] <= 0:
@@ -70,7 +70,7 @@ class Analysis(Protocol):
     def __init__(self, ctx: AnalysisContext) -> None: ...
 
     @staticmethod
-    def check(cfg: Any, run: Run) -> None:
+    def check(cfg: RunConfig, run: Run) -> None:
         """One-line ConfigError for what this analysis cannot do with `cfg` on `run`, before
         any work (after `check_analysis`)."""
 

@@ -9,11 +9,10 @@ with re-estimated BatchNorm statistics (analysis/batchnorm.py), stored apart
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
 from vestige.analysis.base import AnalysisContext
+from vestige.config import RunConfig
 from vestige.results import Run, Snapshot
 from vestige.selectivity.index import SelectivityProbe
 from vestige.selectivity.store import SelectivityStore
@@ -23,7 +22,7 @@ from vestige.train.evaluate import evaluate
 
 class SelectivityAnalysis:
     @staticmethod
-    def check(cfg: Any, run: Run) -> None:
+    def check(cfg: RunConfig, run: Run) -> None:
         """Nothing beyond the `selectivity` section's own checks."""
 
     def __init__(self, ctx: AnalysisContext) -> None:

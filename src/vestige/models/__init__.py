@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from vestige.config import ModelConfig
 from vestige.errors import invalid
 from vestige.models.convit import VARIANTS, build_convit
 from vestige.models.resnet import ARCHITECTURES, build_resnet
@@ -18,7 +19,7 @@ MODELS: dict[str, Builder] = {name: build_resnet for name in ARCHITECTURES} | {
 }
 
 
-def check(cfg: Any) -> None:
+def check(cfg: ModelConfig) -> None:
     """One-line ConfigError for the first bad value of the `model` section."""
     if cfg.name not in MODELS:
         raise invalid("model", cfg.name, f"choose one of {', '.join(sorted(MODELS))}")
@@ -28,6 +29,6 @@ def check(cfg: Any) -> None:
         raise invalid("model.width", cfg.width, "use a positive width multiplier such as 0.25")
 
 
-def build_model(cfg: Any, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+def build_model(cfg: ModelConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """Build the network named by `cfg.name` (checked beforehand by `check`)."""
     return MODELS[cfg.name](cfg, num_classes, in_channels, image_size)

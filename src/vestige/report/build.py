@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import vestige
+from vestige.config import RunConfig
 from vestige.io import atomic_write_bytes, atomic_write_text
 from vestige.report.figures import FIGURES
 from vestige.report.grouping import Group, group_by_seed
@@ -38,7 +38,7 @@ def default_title(groups: list[Group]) -> str:
     return f"{len(runs)} runs, {len(groups)} condition{'s' * (len(groups) > 1)}"
 
 
-def build_report(cfg: Any) -> Path:
+def build_report(cfg: RunConfig) -> Path:
     """Write the report of the runs `cfg` names; returns the page's path."""
     runs = report_runs(cfg)
     records = [load_record(path, cfg.get("analysis")) for path in runs]

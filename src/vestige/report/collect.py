@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from vestige.config import RunConfig
 from vestige.errors import ConfigError
 from vestige.io import atomic_write_text, table_text
 from vestige.report.grouping import condition_settings, mean_and_spread
@@ -173,7 +174,7 @@ def collect(folder: Path, progress: str | None = "auto") -> list[dict[str, Any]]
     return rows
 
 
-def check_collect(cfg: Any) -> None:
+def check_collect(cfg: RunConfig) -> None:
     """task=collect needs a sweep folder (or any folder holding run directories)."""
     if cfg.sweep is None or not Path(cfg.sweep).expanduser().is_dir():
         raise ConfigError(

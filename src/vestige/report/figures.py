@@ -22,7 +22,7 @@ from vestige.report.tables import Curve, RunRecord, Table, metric_curve, table_c
 ABLATION_SNAPSHOTS = 6  # ablation curves of at most this many snapshots, first and last included
 CONDITION_STYLE = {"selective": "-", "random": "--"}  # reference/class-selectivity.md §4
 WHOLE_STAGE = {"block": "all"}  # ablation rows that silence every block of a stage together
-LINEARITY = (  # (probe, column, panel title): analysis/linearity.py
+LINEARITY = (  # (probe, column, panel title): analysis/linearity/
     ("linearized", "agreement", "linearised network: argmax agreement"),
     ("linearized", "relative_error", "linearised network: relative error of logits"),
     ("linearized", "acc_linearized", "linearised network: top-1 accuracy"),

@@ -63,7 +63,7 @@ def condition_settings(identity: dict[str, Any], parent: Path | None) -> dict[st
     info = RunDir(parent).read_info()
     if info.get("run_hash") != parent_hash:
         return settings
-    grandparent = OmegaConf.select(OmegaConf.load(parent / "config.yaml"), "fork.from")
+    grandparent = OmegaConf.select(OmegaConf.load(RunDir(parent).config), "fork.from")
     inherited = condition_settings(
         info.get("identity", {}), Path(grandparent).expanduser() if grandparent else None
     )

@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from vestige.analysis.ablation import results_folder
 from vestige.analysis.attention import attention_folder
 from vestige.analysis.batchnorm import bn_label
-from vestige.analysis.linearity import linearity_folder
-from vestige.config import LINEARITY_PROBES, AnalysisConfig
+from vestige.analysis.linearity.records import linearity_folder
+from vestige.config import LINEARITY_PROBES, AblationConfig, AnalysisConfig
 from vestige.results import Run
 from vestige.selectivity.store import SelectivityStore
 
@@ -82,21 +82,23 @@ def attention_table(run: Run, name: str, class_token: str) -> Table | None:
     return read_table(attention_folder(run.path, class_token) / f"{name}.csv")
 
 
-def ablation_tables(run: Run, settings: Any, bn_stats: str) -> tuple[Table | None, Table | None]:
+def ablation_tables(
+    run: Run, settings: AblationConfig, bn_stats: str
+) -> tuple[Table | None, Table | None]:
     """(ablation.csv, auc.csv) of analysis=ablation with these settings (each set of settings
-    writes to its own folder, see analysis/ablation.py): columns in docs/outputs.md."""
+    writes to its own folder, see analysis/ablation/): columns in docs/outputs.md."""
     folder = results_folder(run.path, settings, bn_stats)
     return read_table(folder / "ablation.csv"), read_table(folder / "auc.csv")
 
 
 def linearity_tables(run: Run, bn_stats: str) -> dict[str, Table]:
-    """The table of each linear-regime probe the run has (analysis/linearity.py), by probe."""
+    """The table of each linear-regime probe the run has (analysis/linearity/), by probe."""
     folder = linearity_folder(run.path, bn_stats)
     tables = {p: read_table(folder / f"{p}.csv") for p in LINEARITY_PROBES}
     return {probe: table for probe, table in tables.items() if table is not None}
 
 
-def load_record(path: Path, analysis: Any = None) -> RunRecord:
+def load_record(path: Path, analysis: AnalysisConfig | None = None) -> RunRecord:
     """One run as the report sees it. The analyses' tables are those measured with the
     command's `analysis` settings (ablation settings, BatchNorm statistics, class token), the
     defaults' when None; selectivity comes with stored and with re-estimated statistics."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from torch.utils.data import DataLoader
 
 from vestige.analysis import ANALYSES
 from vestige.analysis.base import AnalysisContext, check_analysis
 from vestige.analysis.batchnorm import estimation_batches
+from vestige.config import RunConfig
 from vestige.data import build_datasets, unaugmented_training_split
 from vestige.distributed import select_device
 from vestige.errors import ConfigError, invalid
@@ -17,12 +17,12 @@ from vestige.report.run_figures import RUN_FIGURES
 from vestige.results import load_run
 from vestige.rundir import RunDir, analysed_run
 from vestige.seeding import derive_seed
-from vestige.step import snapshot_iterations
+from vestige.step import Clock
 
 log = logging.getLogger(__name__)
 
 
-def check_analyze(cfg: Any) -> None:
+def check_analyze(cfg: RunConfig) -> None:
     """The analysed run exists, an analysis is chosen, and it can run on that run."""
     run = analysed_run(cfg)
     if cfg.run is not None and not RunDir(run).config.is_file():
@@ -42,7 +42,7 @@ def check_analyze(cfg: Any) -> None:
     ANALYSES[cfg.analysis.name].check(cfg, loaded)
 
 
-def analyze(cfg: Any) -> None:
+def analyze(cfg: RunConfig) -> None:
     run = load_run(analysed_run(cfg))
     data = run.config.data
     splits = build_datasets(data, derive_seed(run.config.seed, "augment", scheme="sha256"))
@@ -50,8 +50,8 @@ def analyze(cfg: Any) -> None:
     loader = DataLoader(splits.eval, cfg.analysis.batch_size, num_workers=data.num_workers)
     snapshots = run.snapshots
     if cfg.analysis.snapshots:
-        ipe, last = run.info["iterations_per_epoch"], snapshots[-1].step
-        chosen = set(snapshot_iterations(list(cfg.analysis.snapshots), ipe, last))
+        clock = Clock(run.info["iterations_per_epoch"], snapshots[-1].step)
+        chosen = set(clock.schedule(cfg.analysis.snapshots))
         snapshots = [s for s in snapshots if s.step in chosen]
     bn_batches = None
     if cfg.analysis.bn_stats == "recompute":

@@ -3,10 +3,8 @@ the code that owns it, and this is the one place that composes those checks for 
 
 from __future__ import annotations
 
-from typing import Any
-
 from vestige import data, models
-from vestige.config import TASKS, describe_keys, unknown_key
+from vestige.config import TASKS, RunConfig, describe_keys, unknown_key
 from vestige.distributed import check_device
 from vestige.errors import ConfigError, invalid
 from vestige.report.collect import check_collect
@@ -16,7 +14,7 @@ from vestige.tasks.analyze import check_analyze
 from vestige.train.checks import check_training
 
 
-def check(cfg: Any, world_size: int = 1) -> None:
+def check(cfg: RunConfig, world_size: int = 1) -> None:
     """Raise a one-line ConfigError for the first bad value of the composed config."""
     unknown = unknown_key(cfg)
     if unknown:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from vestige.config import RunConfig
 from vestige.report.collect import collect as collect_sweep
 
 
-def collect(cfg: Any) -> None:
+def collect(cfg: RunConfig) -> None:
     collect_sweep(Path(cfg.sweep).expanduser().resolve(), cfg.trainer.progress)

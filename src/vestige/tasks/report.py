@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from vestige.config import RunConfig
 from vestige.report.build import build_report
 
 
-def report(cfg: Any) -> None:
+def report(cfg: RunConfig) -> None:
     print(f"report: {build_report(cfg)}")

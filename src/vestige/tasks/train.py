@@ -20,10 +20,11 @@ from typing import Any
 import torch
 import torchvision
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 import vestige
 from vestige import distributed
+from vestige.config import RunConfig
 from vestige.errors import ConfigError
 from vestige.io import atomic_write_text
 from vestige.launch.signals import StopRequest
@@ -37,17 +38,17 @@ from vestige.train.progress import Reporter, print_summary
 log = logging.getLogger("vestige")
 
 
-def build_observers(cfg: Any, run: RunDir) -> list[Observer]:
+def build_observers(cfg: RunConfig, run: RunDir) -> list[Observer]:
     return [SelectivityObserver(cfg.selectivity, run.path)] if cfg.selectivity.enabled else []
 
 
-def build_regularizers(cfg: Any) -> list[Regularizer]:
+def build_regularizers(cfg: RunConfig) -> list[Regularizer]:
     selective = cfg.regularizer.name == "selectivity"
     return [SelectivityRegularizer(cfg.regularizer, cfg.selectivity.negative)] if selective else []
 
 
 def shared_prefix(
-    cfg: Any, regularizers: list[Regularizer], iterations_per_epoch: int
+    cfg: RunConfig, regularizers: list[Regularizer], iterations_per_epoch: int
 ) -> tuple[RunDir, int] | None:
     """Where a regularized run can start instead of step 0: its alpha = 0 baseline's kept state.
 
@@ -100,7 +101,7 @@ def versions() -> dict[str, Any]:
     }
 
 
-def train(cfg: DictConfig) -> None:
+def train(cfg: RunConfig) -> None:
     run = RunDir(HydraConfig.get().runtime.output_dir)
     main = distributed.is_main()
     if run.read_info().get("status") == "complete":

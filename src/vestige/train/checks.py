@@ -3,8 +3,7 @@ ConfigErrors, before any work (tasks/checks.py runs them)."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from vestige.config import RunConfig, TrainerConfig
 from vestige.errors import ConfigError, invalid
 from vestige.step import check_snapshot_specs, check_step
 from vestige.train.fork import check_fork
@@ -14,7 +13,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 PROGRESS = ("auto", "rich", "plain", "none")
 
 
-def check_training(cfg: Any, world_size: int) -> None:
+def check_training(cfg: RunConfig, world_size: int) -> None:
     """The first bad value of the sections the training loop reads, for `world_size` ranks."""
     if cfg.optim.name not in OPTIMIZERS:
         raise invalid("optim", cfg.optim.name, "choose sgd or adamw")
@@ -43,7 +42,7 @@ def check_training(cfg: Any, world_size: int) -> None:
         raise invalid("checkpoint.keep_resume", cfg.checkpoint.keep_resume, "keep at least 1")
 
 
-def _check_trainer(t: Any, world_size: int) -> None:
+def _check_trainer(t: TrainerConfig, world_size: int) -> None:
     if t.epochs <= 0:
         raise invalid("trainer.epochs", t.epochs, "train for at least 1 epoch")
     if t.batch_size <= 0:

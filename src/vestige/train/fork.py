@@ -12,7 +12,6 @@ measurement files.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -21,12 +20,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from vestige.config import flatten, fork_may_change
+from vestige.config import RunConfig, flatten, fork_may_change
 from vestige.errors import ConfigError
-from vestige.io import atomic_write_json, atomic_write_text, step_file
+from vestige.io import atomic_write_json, step_file
 from vestige.rundir import RunDir, read_manifest, read_metrics
-from vestige.step import Step
+from vestige.step import Clock
 from vestige.train import checkpoint
+from vestige.train.metrics import write_rows
 
 _PER_SNAPSHOT_FILE = re.compile(r"^step_(\d{8})\.(pt|npz)$")
 
@@ -54,13 +54,13 @@ def _link_or_copy(source: Path, destination: Path) -> None:
         shutil.copy2(source, destination)
 
 
-def fork_step(cfg: Any) -> int:
+def fork_step(cfg: RunConfig) -> int:
     """The parent's absolute step that `fork.at` names."""
     parent = RunDir(Path(cfg.fork["from"]).expanduser())
-    return Step.parse(cfg.fork["at"]).to_iterations(parent.read_info()["iterations_per_epoch"])
+    return Clock(parent.read_info()["iterations_per_epoch"]).iterations(cfg.fork["at"])
 
 
-def check_fork(cfg: Any) -> None:
+def check_fork(cfg: RunConfig) -> None:
     """One-line errors for a fork that cannot start: no parent, no state at k, other settings."""
     source, at = cfg.fork["from"], cfg.fork["at"]
     if source is None and at is None:
@@ -97,20 +97,13 @@ def inherit_history(parent: RunDir, step: int, child: RunDir) -> None:
     """Start the child's files with the parent's history up to the fork step: metrics rows, and
     links to every step-named file up to it but resume states (rank 0 only; observers carry
     over the rest of their files, `Observer.inherit`)."""
-    rows = [row for row in read_metrics(parent.metrics) if row["step"] <= step]
-    atomic_write_text(
-        child.metrics, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
-    )
+    write_rows(child.metrics, [r for r in read_metrics(parent.metrics) if r["step"] <= step])
     for source in parent.path.rglob("step_*"):
         match = _PER_SNAPSHOT_FILE.match(source.name)
-        relative = source.relative_to(parent.path)
-        if (
-            not match
-            or int(match.group(1)) > step
-            or relative.parts[:2] in (("checkpoints", "resume"), ("checkpoints", "forkable"))
-        ):
+        states = source.is_relative_to(parent.resume) or source.is_relative_to(parent.forkable)
+        if not match or int(match.group(1)) > step or states:
             continue
-        destination = child.path / relative
+        destination = child.path / source.relative_to(parent.path)
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.unlink(missing_ok=True)
         _link_or_copy(source, destination)

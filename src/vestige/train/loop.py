@@ -22,13 +22,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from vestige import distributed, precision
+from vestige.config import RunConfig
 from vestige.data import build_datasets
 from vestige.data.transforms import batch_mixing
 from vestige.errors import ConfigError
 from vestige.models import build_model
 from vestige.rundir import RunDir, read_metrics
 from vestige.seeding import configure_determinism, derive_seed, seed_everything
-from vestige.step import Step, snapshot_iterations
+from vestige.step import Clock
 from vestige.train import checkpoint, fork, metrics
 from vestige.train.batches import eval_loader, train_loader
 from vestige.train.evaluate import evaluate
@@ -132,7 +133,7 @@ class Training:
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: RunConfig,
         run: RunDir,
         observers: list[Observer],
         regularizers: list[Regularizer],
@@ -215,19 +216,15 @@ class Training:
         ipe = self.iterations_per_epoch
         self.total = t.epochs * ipe if t.max_steps is None else min(t.epochs * ipe, t.max_steps)
         self.optimizer = build_optimizer(cfg.optim, model)
-        self.scheduler = build_scheduler(cfg.sched, self.optimizer, ipe, self.total)
-        self.snapshot_steps = set(
-            snapshot_iterations(list(cfg.checkpoint.snapshots), ipe, self.total)
-        )
-        self.snapshot_steps.add(self.total)
-        self.forkable_steps = set(
-            snapshot_iterations(list(cfg.checkpoint.forkable), ipe, self.total)
-        )
+        clock = Clock(ipe, self.total)
+        self.scheduler = build_scheduler(cfg.sched, self.optimizer, clock)
+        self.snapshot_steps = set(clock.schedule(cfg.checkpoint.snapshots)) | {self.total}
+        self.forkable_steps = set(clock.schedule(cfg.checkpoint.forkable))
         self.resume_steps = (
             self.snapshot_steps | self.forkable_steps | set(range(ipe, self.total + 1, ipe))
         )
         if cfg.checkpoint.resume_every:
-            every = Step.parse(cfg.checkpoint.resume_every).to_iterations(ipe)
+            every = clock.iterations(cfg.checkpoint.resume_every)
             self.resume_steps |= set(range(every, self.total + 1, every)) if every > 0 else set()
         self.step = 0
         self.sums = RunningSums(self.device)

@@ -22,7 +22,11 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace the file with these rows, atomically."""
+    atomic_write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+
+
 def trim_after(path: Path, step: int) -> None:
     """Keep only rows up to and including `step`."""
-    rows = [row for row in read_metrics(path) if row["step"] <= step]
-    atomic_write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    write_rows(path, [row for row in read_metrics(path) if row["step"] <= step])

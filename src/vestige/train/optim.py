@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vestige.config import OptimConfig, SchedConfig
-from vestige.step import Step
+from vestige.step import Clock
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "step", "multistep", "cosine")
@@ -46,9 +46,10 @@ def lr_factor(
     cfg: SchedConfig, base_lr: float, iterations_per_epoch: int, total: int
 ) -> Callable[[int], float]:
     """The multiplier of the base learning rate at absolute iteration `it`."""
-    warmup = Step.parse(cfg.warmup).to_iterations(iterations_per_epoch)
-    step_size = max(1, Step.parse(cfg.step_size).to_iterations(iterations_per_epoch))
-    milestones = sorted(Step.parse(m).to_iterations(iterations_per_epoch) for m in cfg.milestones)
+    clock = Clock(iterations_per_epoch, total)
+    warmup = clock.iterations(cfg.warmup)
+    step_size = max(1, clock.iterations(cfg.step_size))
+    milestones = sorted(clock.iterations(m) for m in cfg.milestones)
     floor = cfg.min_lr / base_lr
 
     def after_warmup(it: int) -> float:
@@ -71,9 +72,8 @@ def lr_factor(
 
 
 def build_scheduler(
-    cfg: SchedConfig, optimizer: torch.optim.Optimizer, iterations_per_epoch: int, total: int
+    cfg: SchedConfig, optimizer: torch.optim.Optimizer, clock: Clock
 ) -> torch.optim.lr_scheduler.LambdaLR:
     base_lr = optimizer.param_groups[0]["lr"]
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(cfg, base_lr, iterations_per_epoch, total)
-    )
+    factor = lr_factor(cfg, base_lr, clock.iterations_per_epoch, clock.total)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vestige.analysis.ablate import AblationCounts, StageAblations
+from vestige.analysis.ablation.ablate import AblationCounts, StageAblations
+from vestige.config import AblationConfig
 from vestige.results import Snapshot
 from vestige.seeding import derive_seed
 from vestige.selectivity.index import SelectivityResult
@@ -41,7 +42,7 @@ def paper_grid(channels: int) -> list[int]:
     return sorted({*range(0, half, 15), *range(half, channels + 1, 40), channels})
 
 
-def k_grid(settings: Any, channels: int) -> list[int]:
+def k_grid(settings: AblationConfig, channels: int) -> list[int]:
     """The channel counts silenced per block, always with k = 0 (the unablated network)."""
     if settings.k is not None:
         ks = [min(int(k), channels) for k in settings.k]
@@ -98,7 +99,7 @@ class Ablation:
 def stage_ablations(
     layers: list[UnitLayer],
     ranking: UnitRanking,
-    settings: Any,
+    settings: AblationConfig,
     seed: int,
     device: torch.device,
 ) -> tuple[list[Ablation], Tensor]:
@@ -134,7 +135,7 @@ def stage_ablations(
 def plan_stage(
     layers: list[UnitLayer],
     ranking: UnitRanking,
-    settings: Any,
+    settings: AblationConfig,
     seed: int,
     device: torch.device,
 ) -> StagePlan:

@@ -21,12 +21,7 @@ Columns are described in docs/outputs.md.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
-import re
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +31,8 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from vestige.analysis.ablate import sweep
-from vestige.analysis.ablation_plan import (
+from vestige.analysis.ablation.ablate import sweep
+from vestige.analysis.ablation.plan import (
     AUC_COLUMNS,
     COLUMNS,
     UnitRanking,
@@ -45,58 +40,52 @@ from vestige.analysis.ablation_plan import (
     plan_stage,
 )
 from vestige.analysis.base import AnalysisContext
-from vestige.config import AblationConfig
-from vestige.errors import ConfigError, invalid
-from vestige.io import atomic_write_json, atomic_write_text
+from vestige.config import AblationConfig, RunConfig, flatten, identity_settings, in_identity
+from vestige.errors import ConfigError, failing
+from vestige.io import (
+    atomic_write_json,
+    atomic_write_text,
+    read_rows,
+    settings_folder,
+    short_hash,
+    step_file,
+    step_files,
+    table_text,
+)
 from vestige.models.resnet import ARCHITECTURES
 from vestige.results import Run, Snapshot
 from vestige.selectivity.index import measure_selectivity
 from vestige.selectivity.store import SelectivityStore
 from vestige.selectivity.units import UnitLayer, measured_layers
 
-# settings that change the numbers, hence name the results folder (not `stages`, which only
-# chooses the work, nor `masks_per_forward`, which only changes its speed)
-IDENTITY = ("k", "k_fractions", "value", "scope", "top_units", "random_draws", "split")
-_STAGE_FILE = re.compile(r"^step_(\d{8})-(\w+)\.csv$")
+RESULTS = "ablation"
 
 
-def results_folder(run_path: Path, settings: Any, bn_stats: str = "running") -> Path:
-    """`ablation/` for the default settings, `ablation-<hash of the others>/` otherwise;
-    `bn_stats` is how the snapshots' BatchNorm statistics were obtained (analysis/batchnorm.py:
-    `bn_label`), `running` being the default."""
-    defaults = {f.name: getattr(AblationConfig(), f.name) for f in fields(AblationConfig)}
-    chosen = {key: _plain(settings[key]) for key in IDENTITY}
-    differs = {key: value for key, value in chosen.items() if value != defaults[key]}
+def identity_settings_of(settings: AblationConfig, bn_stats: str = "running") -> dict[str, Any]:
+    """The settings that change the numbers (the schema marks the others, `stages` and
+    `masks_per_forward`, as outside the identity), with how the snapshots' BatchNorm statistics
+    were obtained (analysis/batchnorm.py: `bn_label`)."""
+    flat = flatten(OmegaConf.to_container(OmegaConf.create(settings)))
+    chosen = {key: value for key, value in flat.items() if in_identity(key, AblationConfig)}
+    return {**chosen, "bn_stats": bn_stats}
+
+
+def results_folder(run_path: Path, settings: AblationConfig, bn_stats: str = "running") -> Path:
+    """`ablation/` for the default settings, `ablation-<hash of the others>/` otherwise."""
+    flat = flatten(OmegaConf.to_container(OmegaConf.create(settings)))
+    differs = identity_settings(flat, AblationConfig)
     if bn_stats != "running":
         differs["bn_stats"] = bn_stats
-    if not differs:
-        return run_path / "ablation"
-    digest = hashlib.sha256(json.dumps(differs, sort_keys=True).encode()).hexdigest()[:8]
-    return run_path / f"ablation-{digest}"
-
-
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-
-
-def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(
-        {key: f"{v:.6g}" if isinstance(v, float) else v for key, v in row.items()} for row in rows
-    )
-    return text.getvalue()
+    digest = short_hash(json.dumps(differs, sort_keys=True), 8) if differs else ""
+    return settings_folder(run_path, RESULTS, digest)
 
 
 class AblationAnalysis:
     @staticmethod
-    def check(cfg: Any, run: Run) -> None:
+    def check(cfg: RunConfig, run: Run) -> None:
         """The ablation settings, and that the run is a ResNet: its units are block outputs."""
         settings = cfg.analysis.ablation
-
-        def fail(key: str, value: Any, fix: str) -> None:
-            raise invalid(f"analysis.ablation.{key}", value, fix)
+        fail = failing("analysis.ablation")
 
         model = run.config.model.name
         if model not in ARCHITECTURES:
@@ -140,17 +129,13 @@ class AblationAnalysis:
             self.rank_loader, self.eval_loader = (_half(ctx.eval_loader, first) for first in (0, 1))
 
     def _file(self, step: int, stage: str) -> Path:
-        return self.folder / f"step_{step:08d}-{stage}.csv"
+        return step_file(self.folder, step, f"-{stage}.csv")
+
+    def _done(self, stage: str) -> set[int]:
+        return set(step_files(self.folder, f"-{stage}.csv"))
 
     def done_steps(self) -> set[int]:
-        steps = {m.group(1) for m in self._stage_files()}
-        return {int(s) for s in steps if all(self._file(int(s), st).exists() for st in self.stages)}
-
-    def _stage_files(self) -> list[re.Match]:
-        if not self.folder.is_dir():
-            return []
-        names = sorted(p.name for p in self.folder.iterdir())
-        return [m for name in names if (m := _STAGE_FILE.match(name))]
+        return set.intersection(*(self._done(stage) for stage in self.stages))
 
     def analyze(self, snapshot: Snapshot, model: nn.Module) -> dict[str, float]:
         todo = [s for s in self.stages if not self._file(snapshot.step, s).exists()]
@@ -174,13 +159,13 @@ class AblationAnalysis:
             self.ctx.device,
             self.settings.masks_per_forward,
         )
-        settings = {key: _plain(self.settings[key]) for key in IDENTITY}
-        settings["bn_stats"] = self.ctx.bn_label
+        settings = identity_settings_of(self.settings, self.ctx.bn_label)
         atomic_write_json(self.folder / "settings.json", settings)
         numbers = {}
         for plan, stage_counts in zip(plans, counts, strict=True):
             table = plan.table(snapshot, stage_counts, ranking)
-            atomic_write_text(self._file(snapshot.step, plan.stage), _csv(table, COLUMNS))
+            text = table_text(table, COLUMNS, digits=6)
+            atomic_write_text(self._file(snapshot.step, plan.stage), text)
             numbers |= _progress_numbers(plan.stage, table)
         return numbers
 
@@ -201,16 +186,16 @@ class AblationAnalysis:
         return UnitRanking.measured(result)
 
     def finish(self) -> None:
-        rows: list[dict[str, Any]] = []
-        for match in self._stage_files():
-            with open(self.folder / match.group(0), newline="") as handle:
-                rows.extend(csv.DictReader(handle))
-        if not rows:
-            return
-        order = {layer.stage: i for i, layer in enumerate(self.layers)}
-        rows.sort(key=lambda r: (int(r["step"]), order.get(r["stage"], len(order))))
-        atomic_write_text(self.folder / "ablation.csv", _csv(rows, COLUMNS))
-        atomic_write_text(self.folder / "auc.csv", _csv(auc_rows(rows), AUC_COLUMNS))
+        every = list(dict.fromkeys(layer.stage for layer in self.layers))
+        rows = [
+            row
+            for step, stage in sorted((s, i) for i, st in enumerate(every) for s in self._done(st))
+            for row in read_rows(self._file(step, every[stage]))
+        ]
+        if rows:
+            atomic_write_text(self.folder / "ablation.csv", table_text(rows, COLUMNS, digits=6))
+            auc = table_text(auc_rows(rows), AUC_COLUMNS, digits=6)
+            atomic_write_text(self.folder / "auc.csv", auc)
 
 
 def _stored_ranking(
