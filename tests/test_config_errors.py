@@ -1,8 +1,10 @@
 """Every user mistake ends in one line naming the key, the value and the fix, before any work."""
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import run_cli
 
 from vestige.errors import ConfigError
@@ -29,6 +31,14 @@ MISTAKES = {
     # R needs each image's own class: Mixup/CutMix blend them (reference/class-selectivity.md §3)
     "regularizer=selectivity data.mixup=0.8": "regularizer='selectivity' is invalid: R needs",
     "regularizer=selectivity data.cutmix=1.0": "set data.mixup=0 and data.cutmix=0",
+    # a sweep preset without -m would silently be one of its points
+    "experiment=regularization_windows": "is a sweep over regularizer.alpha, seed: run it with -m",
+    "experiment=selectivity_sweep seed=1": "by also setting regularizer.alpha",
+    # run= chooses what task=analyze or report reads, never which run trains
+    "run=/no/such/run": "run='/no/such/run' is invalid: task=train does not take run=",
+    # print-only commands are checked like real ones
+    "trainer.epocs=3 --cfg job": "trainer.epocs",
+    "+foo=1 --cfg job": "unknown config key 'foo'",
 }
 
 
@@ -75,3 +85,42 @@ def test_bad_data_found_after_start_leaves_no_directory(workdir: Path):
         if (workdir / "outputs").exists()
         else True
     )
+
+
+def test_one_point_of_a_sweep_preset_runs_when_every_swept_key_is_set():
+    preflight(["experiment=regularization_windows", "regularizer.alpha=-20.0", "seed=1"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line_here_but_not_for_a_cluster_node(workdir: Path):
+    result = run_cli(["device=cuda"], workdir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: device='cuda' is invalid: this machine has no CUDA device; use device=cpu or auto"
+    ]
+    assert not (workdir / "outputs").exists()
+    # a SLURM launcher runs the point on a GPU node: this machine's devices do not count
+    preflight(["-m", "hydra/launcher=slurm", "device=cuda", "seed=0,1"])
+
+
+def test_training_with_run_names_the_command_that_trained_it(tmp_path: Path):
+    (tmp_path / "run.json").write_text(json.dumps({"command": ["/x/vestige-run", "seed=3"]}))
+    with pytest.raises(ConfigError) as caught:
+        preflight([f"run={tmp_path}"])
+    assert str(caught.value).endswith("rerun its own command: vestige-run seed=3")
+
+
+def test_a_sweep_is_previewed_with_its_points_and_run_directories(workdir: Path):
+    result = run_cli(["-m", "seed=0,1", "trainer.epochs=2", "--cfg", "job"], workdir)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("2 point(s)") and "array job of 2 task(s)" in lines[0]
+    points = [line.split("->") for line in lines[1:]]
+    assert [p[0].split() for p in points] == [
+        ["seed=0", "trainer.epochs=2"],
+        ["seed=1", "trainer.epochs=2"],
+    ]
+    folders = [p[1].strip() for p in points]
+    assert all(f.startswith("outputs/runs/resnet18-synthetic-") for f in folders)
+    assert len(set(folders)) == 2
+    assert not (workdir / "outputs").exists()

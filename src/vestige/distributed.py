@@ -117,7 +117,16 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_device(name: str) -> None:
-    """One-line ConfigError unless `name` is auto, cpu, cuda or cuda:N."""
+def check_device(name: str, here: bool = True) -> None:
+    """One-line ConfigError unless `name` is auto, cpu, cuda or cuda:N; with `here` (the command
+    runs on this machine, not on a cluster node it submits to), a CUDA device must exist."""
     if name != "auto" and not str(name).startswith(("cpu", "cuda")):
         raise invalid("device", name, "choose auto, cpu, cuda or cuda:N")
+    if not here or not str(name).startswith("cuda"):
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise invalid("device", name, "this machine has no CUDA device; use device=cpu or auto")
+    index = str(name).partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= count):
+        raise invalid("device", name, f"this machine has cuda:0 to cuda:{count - 1}")

@@ -12,20 +12,50 @@ from __future__ import annotations
 from hydra._internal.utils import get_args_parser
 
 from vestige.distributed import launched_world_size
+from vestige.errors import ConfigError
 from vestige.tasks.checks import check
 from vestige.tasks.compose import compose_point, expand_sweep, is_hydra_override, sweep_overrides
 
 
 def preflight(argv: list[str]) -> None:
-    """Raise ConfigError for the first point of the command line that would fail; a request for
-    help or information, or a flag Hydra itself will refuse, is left to Hydra."""
+    """Raise ConfigError for the first point of the command line that would fail (a print-only
+    `--cfg` command too); a request for help or information, or a flag Hydra itself will refuse,
+    is left to Hydra."""
     args, unknown = get_args_parser().parse_known_args(argv)
-    asks = (args.help, args.hydra_help, args.cfg, args.info, args.shell_completion)
+    asks = (args.help, args.hydra_help, args.info, args.shell_completion)
     if any(asks) or unknown:
         return
+    if not args.multirun:
+        check_single_point(args.overrides)
     points = expand_sweep(sweep_overrides(args.overrides, args.multirun))
     world = launched_world_size()
     for point in points:
-        check(compose_point(point), world_size=world)
+        check(compose_point(point), world_size=world, here=runs_here(point))
     if any(is_hydra_override(o) for o in points[0]):
         compose_point(points[0], with_hydra=True)
+
+
+def runs_here(point: list[str]) -> bool:
+    """Hydra's basic launcher runs a point on this machine; any other (SLURM) submits it to
+    another, whose devices this one cannot see."""
+    launchers = [o.partition("=")[2] for o in point if o.startswith("hydra/launcher=")]
+    return launchers in ([], ["basic"])
+
+
+def check_single_point(overrides: list[str]) -> None:
+    """A preset that is a sweep (`hydra.sweeper.params`), run without -m, would train or analyse
+    one point silently: refused in one line, unless the command line sets every swept key."""
+    if not any(o.startswith("experiment=") for o in overrides):
+        return
+    cfg = compose_point(overrides, with_hydra=True)
+    if cfg.task not in ("train", "analyze"):
+        return
+    given = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    swept = list(cfg.hydra.sweeper.params or {})
+    unset = [key for key in swept if key not in given]
+    if unset:
+        raise ConfigError(
+            f"{next(o for o in overrides if o.startswith('experiment='))} is a sweep over "
+            f"{', '.join(swept)}: run it with -m (vestige-run -m {' '.join(overrides)}), or choose "
+            f"one point by also setting {', '.join(unset)}"
+        )

@@ -11,6 +11,7 @@ import logging
 import sys
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from omegaconf import DictConfig
 
 from vestige import distributed
@@ -20,8 +21,9 @@ from vestige.launch.slurm import export_torch_environment
 from vestige.preflight import preflight
 from vestige.tasks import TASKS
 from vestige.tasks.checks import check
-from vestige.tasks.compose import CONF_DIR
+from vestige.tasks.compose import CONF_DIR, sweep_overrides
 from vestige.tasks.directories import register_resolvers
+from vestige.tasks.sweep import sweep_preview
 from vestige.train.loop import TrainingDiverged
 
 register_configs()
@@ -55,8 +57,13 @@ def hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     """Console entry point: check the whole command line first, then hand it to Hydra."""
     export_torch_environment()  # SLURM tasks (srun) become DDP ranks, once, before anything
+    argv = sys.argv[1:]
     try:
-        preflight(sys.argv[1:])
+        preflight(argv)
+        args, unknown = get_args_parser().parse_known_args(argv)
+        if args.multirun and args.cfg and not unknown:  # Hydra cannot print a sweep's config
+            print(sweep_preview(sweep_overrides(args.overrides, multirun=True)))
+            return
     except ConfigError as err:
         if distributed.local_rank() == 0:  # every rank finds the same error: say it once
             print(f"error: {err}", file=sys.stderr)

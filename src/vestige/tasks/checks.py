@@ -11,16 +11,20 @@ from vestige.report.collect import check_collect
 from vestige.report.inputs import report_runs
 from vestige.selectivity.checks import check_regularizer, check_selectivity
 from vestige.tasks.analyze import check_analyze
+from vestige.tasks.train import check_train
 from vestige.train.checks import check_training
 
 
-def check(cfg: RunConfig, world_size: int = 1) -> None:
-    """Raise a one-line ConfigError for the first bad value of the composed config."""
+def check(cfg: RunConfig, world_size: int = 1, here: bool = True) -> None:
+    """Raise a one-line ConfigError for the first bad value of the composed config; `here`: the
+    command runs on this machine (not on the cluster node a launcher submits it to)."""
     unknown = unknown_key(cfg)
     if unknown:
         raise ConfigError(f"unknown config key '{unknown}': {describe_keys(unknown)}")
     if cfg.task not in TASKS:
         raise invalid("task", cfg.task, f"choose one of {', '.join(TASKS)}")
+    if cfg.task == "train":
+        check_train(cfg)
     if cfg.task == "analyze":
         check_analyze(cfg)
     if cfg.task == "collect":
@@ -32,4 +36,4 @@ def check(cfg: RunConfig, world_size: int = 1) -> None:
     check_training(cfg, world_size)
     check_regularizer(cfg.regularizer, cfg.data)
     check_selectivity(cfg.selectivity)
-    check_device(cfg.device)
+    check_device(cfg.device, here)

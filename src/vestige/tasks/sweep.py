@@ -31,6 +31,18 @@ def sweep_points(overrides: list[str]) -> list[dict[str, Any]]:
     ]
 
 
+def sweep_preview(overrides: list[str]) -> str:
+    """What `vestige-run -m ... --cfg job` prints instead of a config: the sweep's points and
+    where each would train."""
+    points = expand_sweep(overrides)
+    lines = [
+        f"{len(points)} point(s), each an ordinary run (hydra/launcher=slurm submits them as one "
+        f"array job of {len(points)} task(s)):"
+    ]
+    lines += [f"  {' '.join(p)}  ->  {run_directory(compose_point(p))}" for p in points]
+    return "\n".join(lines)
+
+
 def write_record(folder: Path, overrides: list[str]) -> None:
     """Write (or refresh) the sweep's record; earlier submissions of the same sweep are kept."""
     path = SweepDir(folder).record

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 import vestige
 from vestige import distributed
 from vestige.config import RunConfig
-from vestige.errors import ConfigError
+from vestige.errors import ConfigError, invalid
 from vestige.io import atomic_write_text
 from vestige.launch.signals import StopRequest
 from vestige.rundir import RunDir, identity, read_metrics, run_directory, run_hash
@@ -99,6 +99,23 @@ def versions() -> dict[str, Any]:
         if sha is None
         else bool(git("status", "--porcelain", "--untracked-files=no")),
     }
+
+
+def check_train(cfg: RunConfig) -> None:
+    """`run=` chooses the run that task=analyze or report reads; training is never pointed at
+    another run that way (the config names its own directory), so the command is refused."""
+    if cfg.run is None:
+        return
+    try:
+        command = RunDir(cfg.run).read_info().get("command")
+    except (OSError, ValueError):
+        command = None
+    how = (
+        f"to continue that run, rerun its own command: vestige-run {' '.join(command[1:])}"
+        if command
+        else "drop run= (a run's config names its directory) or set hydra.run.dir=<directory>"
+    )
+    raise invalid("run", cfg.run, f"task=train does not take run=; {how}")
 
 
 def train(cfg: RunConfig) -> None:
