@@ -1,5 +1,5 @@
 """Training throughput of ConViT-Ti against DeiT-Ti, and what computing GPSA's positional scores
-once per forward (reference/convit.md §1) saves over computing them for every batch item.
+once per forward (docs/science.md §9) saves over computing them for every batch item.
 
     .venv/bin/python scripts/bench_convit.py                      # CPU: the small variants, 32 px
     .venv/bin/python scripts/bench_convit.py --device cuda --models convit_ti deit_ti \\

@@ -1,5 +1,5 @@
 """analysis=ablation: silencing the most selective units vs random ones
-(reference/class-selectivity.md §4), on networks whose answer is known, and end to end."""
+(docs/science.md §4), on networks whose answer is known, and end to end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Alpha schedules of the selectivity regularizer (reference/class-selectivity.md §3)."""
+"""Alpha schedules of the selectivity regularizer (docs/science.md §3)."""
 
 from __future__ import annotations
 

@@ -35,6 +35,13 @@ def test_analysis_measures_every_snapshot_like_training_does(runs):
     measured, unmeasured = runs
     result = run_cli(["task=analyze", f"run={unmeasured}", "analysis=selectivity"], unmeasured)
     assert result.returncode == 0, result.stderr
+    # off a terminal: a plain line per snapshot, with how far the analysis is and the time left
+    steps = [s.step for s in vestige.load_run(unmeasured).snapshots]
+    lines = [line for line in result.stdout.splitlines() if "[selectivity " in line]
+    assert len(lines) == len(steps)
+    for done, (step, line) in enumerate(zip(steps, lines, strict=True), start=1):
+        assert line.startswith(f"step {step:>8d}")
+        assert f"[selectivity {done}/{len(steps)}, elapsed 0:" in line and ", ETA 0:" in line
     during = vestige.load_run(measured).selectivity()
     after = vestige.load_run(unmeasured).selectivity()
     steps = [s.step for s in vestige.load_run(unmeasured).snapshots]

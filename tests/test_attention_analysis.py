@@ -1,4 +1,4 @@
-"""analysis=attention (reference/convit.md §6) and MLP-unit selectivity of ConViT runs (§7)."""
+"""analysis=attention (docs/science.md §14) and MLP-unit selectivity of ConViT runs (§7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ConViT / DeiT as specified in reference/convit.md: sizes, local init, gating, class token."""
+"""ConViT / DeiT as specified in docs/science.md §9-§15: sizes, local init, gating, class token."""
 
 from __future__ import annotations
 

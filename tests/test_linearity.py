@@ -1,5 +1,5 @@
 """analysis=linearity: the linearised network, the performance correlation with a linear
-classifier, and ReLU pattern stability (reference/class-selectivity.md §5), each on planted
+classifier, and ReLU pattern stability (docs/science.md §5), each on planted
 structure, and the analysis end to end."""
 
 from __future__ import annotations

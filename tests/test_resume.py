@@ -98,13 +98,15 @@ def test_corrupted_latest_checkpoint_is_skipped_with_a_warning(reference, workdi
     resume = run_dir / "checkpoints" / "resume"
     process = start_cli(args, workdir)
     kill_when(process, lambda: len(list(resume.glob("*.sha256"))) >= 2, 0)
-    newest = sorted(resume.glob("*.pt"))[-1]
+    *_, intact, newest = sorted(resume.glob("*.pt"))
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))
     result = run_cli(args, workdir)
     assert result.returncode == 0, result.stderr
     assert newest.name in result.stderr and "damaged" in result.stderr
+    # the terminal, not only log.txt, says where the run went on from
+    assert f"resumed {run_dir} at step {int(intact.stem.split('_')[1])}\n" in result.stdout
     assert_same_run(reference, run_dir)
 
 

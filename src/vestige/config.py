@@ -48,7 +48,7 @@ class ResNetConfig:
 
 @dataclass
 class ConViTConfig:
-    """ConViT / DeiT (reference/convit.md §3); DeiT is `local_up_to_layer=0` with qkv bias."""
+    """ConViT / DeiT (docs/science.md §11); DeiT is `local_up_to_layer=0` with qkv bias."""
 
     name: str = "convit_ti"
     patch_size: int = 16
@@ -150,12 +150,12 @@ class CheckpointConfig:
 
 @dataclass
 class SelectivityConfig:
-    """How class selectivity is measured (reference/class-selectivity.md §2)."""
+    """How class selectivity is measured (docs/science.md §2)."""
 
     enabled: bool = True
     units: str = "block_output"  # block_output | all_relu
     eps: float = 1e-6
-    # ViT MLP units: GELU outputs can be slightly negative (reference/convit.md §7);
+    # ViT MLP units: GELU outputs can be slightly negative (docs/science.md §15);
     # keep them, clamp them at 0, or take absolute values before averaging over tokens
     # (a no-op after ReLU, so clamp is the default for every architecture)
     negative: str = "clamp"  # keep | clamp | abs
@@ -165,7 +165,7 @@ class SelectivityConfig:
 
 @dataclass
 class RegularizerConfig:
-    """A term added to the loss: loss = CE - alpha * R (reference/class-selectivity.md §3)."""
+    """A term added to the loss: loss = CE - alpha * R (docs/science.md §3)."""
 
     name: str = "none"  # none | selectivity
     # a float, or windows [{from: 0ep, until: 5ep, alpha: 0.0}, {from: 5ep, alpha: -20.0}]
@@ -178,7 +178,7 @@ class RegularizerConfig:
 @dataclass
 class AblationConfig:
     """analysis=ablation: which block-output units are silenced, how, and what they are compared
-    with (reference/class-selectivity.md §4)."""
+    with (docs/science.md §4)."""
 
     # the work only, not the numbers: neither names the results folder
     stages: list[str] | None = setting(None, identity=False)  # null: every stage, one at a time
@@ -217,7 +217,7 @@ class LinearClassifierConfig:
 @dataclass
 class LinearityConfig:
     """analysis=linearity: how close the network is to a linear regime, three ways
-    (reference/class-selectivity.md §5, unconfirmed which one the paper used)."""
+    (docs/science.md §5, unconfirmed which one the paper used)."""
 
     probes: list[str] = field(default_factory=lambda: list(LINEARITY_PROBES))
     images: int | None = None  # the first N images of the eval split (one fixed set); null: all
@@ -233,7 +233,7 @@ class LinearityConfig:
 @dataclass
 class AttentionConfig:
     """analysis=attention: how a block that carries the class token is compared with one that
-    does not (reference/convit.md §6)."""
+    does not (docs/science.md §14)."""
 
     # renormalise: each patch's attention over patches rescaled to sum to 1, as in a GPSA block;
     # zero: the share a patch puts on the class token counts as distance 0

@@ -1,5 +1,5 @@
 """`analysis=attention`: how positional and how local every head of a ConViT or DeiT is, at every
-snapshot of a run (reference/convit.md §6).
+snapshot of a run (docs/science.md §14).
 
 Per snapshot, in `attention/step_N.npz`:
     gates                  (GPSA layers, heads) sigmoid(lambda_h): 1 = positional, 0 = content
@@ -60,7 +60,7 @@ def patch_distances(side: int, device: torch.device | str | None = None) -> Tens
 def nonlocality(attention: Tensor, class_token: str = "renormalise") -> Tensor:
     """(1/L) sum_ij A_ij ||d_ij|| per image and head, (B, H), of (B, H, L, L) patch attention.
 
-    reference/convit.md §6. In a layer that carries a class token, the patch-to-patch block's rows
+    docs/science.md §14. In a layer that carries a class token, the patch-to-patch block's rows
     sum to less than 1: `renormalise` (the default) rescales each row to sum to 1, so the layer is
     measured like a GPSA layer, which never sees the class token; `zero` uses the block as it is,
     so the share a patch puts on the class token counts as distance 0, which lowers DeiT's

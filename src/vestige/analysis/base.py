@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -38,13 +39,19 @@ class AnalysisContext:
         on BatchNorm statistics (analysis/batchnorm.py)."""
         return bn_label(self.cfg.analysis)
 
-    def load_model(self, snapshot: Snapshot) -> nn.Module:
+    def load_model(
+        self, snapshot: Snapshot, on_batch: Callable[[], None] | None = None
+    ) -> nn.Module:
         """A snapshot's network on the device in eval mode, with its stored BatchNorm statistics
-        or, with `analysis.bn_stats=recompute`, re-estimated ones."""
+        or, with `analysis.bn_stats=recompute`, re-estimated ones; `on_batch` is called each
+        time a batch enters the network's first layer (progress for a person watching)."""
         model = self.run.load_model(snapshot).to(self.device)
-        if self.bn_batches is None:
-            return model
-        return recompute_batchnorm_statistics(model, self.bn_batches, self.device)
+        if self.bn_batches is not None:
+            model = recompute_batchnorm_statistics(model, self.bn_batches, self.device)
+        if on_batch is not None:
+            first = next(m for m in model.modules() if not list(m.children()))
+            first.register_forward_pre_hook(lambda module, inputs: on_batch())
+        return model
 
 
 def check_analysis(settings: AnalysisConfig, run: Run) -> None:

@@ -3,7 +3,7 @@
 Why: BatchNorm's running statistics are an exponential average (momentum 0.1) over past batches,
 so in the first tens of iterations they lag far behind the weights: a Fashion-MNIST snapshot at
 step 20 evaluates at 12% accuracy with its stored statistics and at 66% with re-estimated ones.
-Claims 1-3 (reference/class-selectivity.md §1) are about exactly these snapshots. The paper
+Claims 1-3 (docs/science.md §1) are about exactly these snapshots. The paper
 measured with the stored statistics (`running`, the default); `recompute` shows what the same
 weights do with statistics that match them.
 

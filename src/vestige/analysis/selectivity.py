@@ -1,6 +1,6 @@
 """`analysis=selectivity`: class selectivity of every unit at every snapshot of a run.
 
-The same measurement as during training (reference/class-selectivity.md §2), through the same
+The same measurement as during training (docs/science.md §2), through the same
 store, so snapshots measured while training are skipped and sub-epoch snapshots, or a run trained
 with selectivity off, get filled in. With `analysis.bn_stats=recompute` each snapshot is measured
 with re-estimated BatchNorm statistics (analysis/batchnorm.py), stored apart

@@ -6,7 +6,7 @@ classes as evenly as the data allows: every class gets the same share, a class w
 than its share gives the rest to the others, and the last few images left over go to classes
 chosen by the seed; within a class the images are drawn by a seeded permutation. A fraction f keeps
 the first floor(f x n_c) images of each class in the dataset's order, which is how the ConViT
-paper made its sample-efficiency subsets (reference/convit.md §5).
+paper made its sample-efficiency subsets (docs/science.md §13).
 
 Every dataset in vestige exposes `labels` (an int64 tensor, one per item), so nothing here loads
 an image. Kept items stay in the dataset's order.

@@ -76,7 +76,7 @@ class Normalise:
 @dataclass(frozen=True)
 class Augmentation:
     """What the training split adds to the geometric augmentation: the DeiT recipe's
-    RandAugment (2 ops, magnitude 9) and random erasing (reference/convit.md §4)."""
+    RandAugment (2 ops, magnitude 9) and random erasing (docs/science.md §12)."""
 
     randaugment: bool = False
     erasing: float = 0.0
@@ -119,7 +119,7 @@ def folder_transform(
 
 
 def batch_mixing(mixup: float, cutmix: float, num_classes: int) -> Transform | None:
-    """Mixup and/or CutMix on a training batch, giving soft targets (reference/convit.md §4:
+    """Mixup and/or CutMix on a training batch, giving soft targets (docs/science.md §12:
     Mixup 0.8 + CutMix 1.0, one of the two per batch). Draws from torch's global generator,
     whose state every resume checkpoint holds."""
     choices: list[Transform] = []

@@ -1,4 +1,4 @@
-"""ConViT and DeiT: a pre-norm ViT whose first blocks use GPSA (reference/convit.md §3).
+"""ConViT and DeiT: a pre-norm ViT whose first blocks use GPSA (docs/science.md §11).
 
 DeiT is the same network with every block plain self-attention (`local_up_to_layer=0`), so the
 class token is there from the start. The MLP hidden units after GELU are `blocks.{i}.mlp.act`, the
@@ -114,7 +114,7 @@ class ConViT(nn.Module):
     def gates(self) -> Tensor:
         """sigmoid(lambda) per GPSA layer and head, (local_up_to_layer, heads); 1 = positional.
 
-        Tracked against epochs in the gating analysis (reference/convit.md §6); DeiT has none.
+        Tracked against epochs in the gating analysis (docs/science.md §14); DeiT has none.
         """
         gates = [block.attn.gate for block in self.blocks if isinstance(block.attn, GPSA)]
         if not gates:

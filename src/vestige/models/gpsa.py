@@ -2,7 +2,7 @@
 
 Both map (B, N, D) tokens to (B, N, D). Inside `recording_attention` they also hand their
 attention matrices to an `AttentionMaps` record, for the gating and nonlocality analyses
-(reference/convit.md §6); outside it plain attention uses the fused kernel.
+(docs/science.md §14); outside it plain attention uses the fused kernel.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def trunc_normal_(tensor: Tensor, std: float = 0.02) -> Tensor:
 def trunc_normal_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
     """A Linear with the generic init (weights trunc normal std 0.02, bias 0) applied at birth.
 
-    Every Linear is made here, so "generic init first, then local init" (reference/convit.md §2)
+    Every Linear is made here, so "generic init first, then local init" (docs/science.md §10)
     holds by construction: GPSA overwrites its own weights right after creating them.
     """
     layer = nn.Linear(in_features, out_features, bias=bias)
@@ -41,7 +41,7 @@ def relative_offsets(side: int, device: torch.device | str | None = None) -> Ten
     """Encodings r_ij = (||d||^2, d_x, d_y) with d = position(key j) - position(query i), (L, L, 3).
 
     Tokens are numbered row by row (token = y * side + x), the order of a flattened conv output;
-    x is the column, y the row, in patch units (reference/convit.md §1). sqrt of channel 0 is the
+    x is the column, y the row, in patch units (docs/science.md §9). sqrt of channel 0 is the
     distance that nonlocality weighs attention by (§6).
     """
     y, x = torch.meshgrid(
@@ -72,7 +72,7 @@ class AttentionMaps:
 
 
 class GPSA(nn.Module):
-    """Gated positional self-attention (reference/convit.md §1), locally initialised (§2).
+    """Gated positional self-attention (docs/science.md §9), locally initialised (§2).
 
     Each head mixes content attention and a learned function of the relative offsets, after both
     softmaxes, with gate sigmoid(lambda_h) (lambda_h starts at 1): gating after the softmaxes keeps
@@ -96,7 +96,7 @@ class GPSA(nn.Module):
 
     @torch.no_grad()
     def local_init(self, locality_strength: float) -> None:
-        """Start each head as one tap of a k x k convolution (reference/convit.md §2).
+        """Start each head as one tap of a k x k convolution (docs/science.md §10).
 
         Head h = h1 * k + h2 (k = isqrt(heads), centre c = (k - 1) / 2) gets weights
         alpha * (-1, 2(h1 - c), 2(h2 - c)) on (||d||^2, d_x, d_y): its score is

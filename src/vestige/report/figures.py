@@ -20,7 +20,7 @@ from vestige.report.plotting import colour, epoch_axis, panels, plot_band
 from vestige.report.tables import Curve, RunRecord, Table, metric_curve, table_curve
 
 ABLATION_SNAPSHOTS = 6  # ablation curves of at most this many snapshots, first and last included
-CONDITION_STYLE = {"selective": "-", "random": "--"}  # reference/class-selectivity.md §4
+CONDITION_STYLE = {"selective": "-", "random": "--"}  # docs/science.md §4
 WHOLE_STAGE = {"block": "all"}  # ablation rows that silence every block of a stage together
 LINEARITY = (  # (probe, column, panel title): analysis/linearity/
     ("linearized", "agreement", "linearised network: argmax agreement"),
@@ -87,7 +87,7 @@ BN_STYLE = {  # RunRecord attribute -> (legend suffix, line style): analysis/bat
 
 def selectivity_over_training(groups: Sequence[Group]) -> Figure | None:
     """Mean class selectivity per stage and the network mean against the epoch
-    (reference/class-selectivity.md §2: block mean over units, stage mean over blocks); with
+    (docs/science.md §2: block mean over units, stage mean over blocks); with
     the snapshots' own BatchNorm statistics (solid) and, where measured, re-estimated ones
     (dotted)."""
     tables = [getattr(run, kind) for kind in BN_STYLE for g in groups for run in g.runs]
@@ -171,7 +171,7 @@ def spread_out(values: list[float], count: int) -> list[float]:
 def ablation_curves(groups: Sequence[Group]) -> Figure | None:
     """Normalised accuracy (acc / acc at k=0) against the ablated fraction k/C, selective
     (solid) vs random (dashed): one panel per group and stage, one colour per snapshot
-    (reference/class-selectivity.md §4)."""
+    (docs/science.md §4)."""
     shown = [g for g in groups if any(run.ablation is not None for run in g.runs)]
     stages = distinct([run.ablation for g in shown for run in g.runs], "stage")
     if not stages:
@@ -228,7 +228,7 @@ def ablation_auc_curve(run: RunRecord, stage: str, condition: str) -> Curve | No
 
 def ablation_auc(groups: Sequence[Group]) -> Figure | None:
     """Area under the normalised ablation curve against the epoch, selective (solid) vs random
-    (dashed), one panel per stage (reference/class-selectivity.md §4)."""
+    (dashed), one panel per stage (docs/science.md §4)."""
     stages = distinct([run.ablation_auc for g in groups for run in g.runs], "stage")
     if not stages:
         return None
@@ -251,7 +251,7 @@ def ablation_auc(groups: Sequence[Group]) -> Figure | None:
 
 def linearity_over_training(groups: Sequence[Group]) -> Figure | None:
     """The main quantity of each linear-regime probe against the epoch (of the later snapshot
-    of a pair), one panel each (reference/class-selectivity.md §5)."""
+    of a pair), one panel each (docs/science.md §5)."""
     shown = [
         (probe, column, title)
         for probe, column, title in LINEARITY
@@ -271,7 +271,7 @@ def linearity_over_training(groups: Sequence[Group]) -> Figure | None:
 
 def attention_over_training(groups: Sequence[Group]) -> Figure | None:
     """ConViT gates and nonlocality per layer (mean over heads, then over seeds) against the
-    epoch, one row per group (reference/convit.md §6); DeiT has no gates: that panel stays
+    epoch, one row per group (docs/science.md §14); DeiT has no gates: that panel stays
     empty."""
     kinds = [
         k for k in ATTENTION if any(getattr(r, k[0]) is not None for g in groups for r in g.runs)

@@ -1,6 +1,6 @@
 """Figures an analysis leaves in its own results folder, drawn from its tables once it has run
 (tasks/analyze.py): `attention/gates.png` and `nonlocality.png`, the mean over heads of each
-layer against the epoch (reference/convit.md §6; DeiT has no gates, so no `gates.png`)."""
+layer against the epoch (docs/science.md §14; DeiT has no gates, so no `gates.png`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Alpha schedules: the weight of the selectivity regularizer as a pure function of the step.
 
-loss = CE - alpha * R (reference/class-selectivity.md §3); alpha < 0 suppresses selectivity. The
+loss = CE - alpha * R (docs/science.md §3); alpha < 0 suppresses selectivity. The
 paper's conditions are schedules over epochs: baseline (0 throughout), "from epoch 0" (-20 for all
 epochs) and "from epoch 5" (0 for epochs 0-4, then -20). `regularizer.alpha` takes three forms:
 

@@ -1,4 +1,4 @@
-"""The class selectivity index and its streaming measurement (reference/class-selectivity.md §2).
+"""The class selectivity index and its streaming measurement (docs/science.md §2).
 
 Per-class sums and counts are accumulated on the device over an evaluation pass (all layers in one
 pass, memory O(units x classes)), reduced over ranks once at the end, and only then divided into

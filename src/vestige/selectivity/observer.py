@@ -1,6 +1,6 @@
 """Class selectivity measured at every evaluation of a training run, as an observer.
 
-It rides along the run's own evaluation pass (reference/class-selectivity.md §2: eval mode, the
+It rides along the run's own evaluation pass (docs/science.md §2: eval mode, the
 evaluation split), adds stage and network means to the metrics row, and stores the per-unit
 values of each snapshot through `SelectivityStore`.
 """

@@ -1,5 +1,5 @@
 """The differentiable selectivity R of one mini-batch, for loss = CE - alpha * R
-(reference/class-selectivity.md §3). Only the math: schedules and loop hooks live elsewhere.
+(docs/science.md §3). Only the math: schedules and loop hooks live elsewhere.
 """
 
 from __future__ import annotations

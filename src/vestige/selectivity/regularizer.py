@@ -1,6 +1,6 @@
 """The selectivity regularizer as a training-loop plug-in: loss = CE - alpha * R (§3).
 
-reference/class-selectivity.md §3: R is the mean class selectivity of the chosen stages on each
+docs/science.md §3: R is the mean class selectivity of the chosen stages on each
 mini-batch, in train mode and differentiable (the math is `selectivity_penalty`); alpha < 0
 suppresses selectivity, alpha > 0 promotes it, and alpha follows a schedule over the absolute step
 (`vestige.selectivity.alpha`). The loop sees only the `Regularizer` protocol.

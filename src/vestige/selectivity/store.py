@@ -7,7 +7,7 @@
 Other settings than the defaults (block outputs, negative values clamped, eps 1e-6, fp32, the
 snapshot's own BatchNorm statistics) go to `selectivity-<units>-<negative>-eps<eps>-<precision>-
 <bn_stats>/` (each part only when it differs), so results measured differently never mix.
-Aggregates follow reference/class-selectivity.md §2: block mean over units, stage mean over
+Aggregates follow docs/science.md §2: block mean over units, stage mean over
 blocks, network mean over stages.
 """
 

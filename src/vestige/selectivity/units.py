@@ -2,7 +2,7 @@
 activation per unit and image.
 
 Every analysis, the regularizer and the reports take their layers from `measured_layers`, so the
-choice of units is made here only (reference/class-selectivity.md §2).
+choice of units is made here only (docs/science.md §2).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _resnet_layers(
 
 
 def _transformer_layers(model: nn.Module) -> list[UnitLayer]:
-    """MLP hidden units after the activation of each block (reference/convit.md §7).
+    """MLP hidden units after the activation of each block (docs/science.md §15).
 
     Contract with the model (vestige.models.convit): blocks are `<stage>.<index>` with an `mlp`
     holding `fc1` and `act`, and a block whose `class_token` is true carries the class token as
@@ -126,7 +126,7 @@ def unit_table(layers: Sequence[UnitLayer]) -> dict[str, np.ndarray]:
 def unit_activations(output: Tensor, layer: UnitLayer, negative: str) -> Tensor:
     """(B, units): a conv channel's spatial mean (§2), a token unit's mean over patch tokens.
 
-    `negative` treats each element before the mean (reference/convit.md §7): `keep` the values
+    `negative` treats each element before the mean (docs/science.md §15): `keep` the values
     as they are, `clamp` them at 0 or take their `abs`. After a ReLU all three agree, so conv
     units (which follow one) skip it; they differ for GELU, whose outputs go down to about -0.17.
     """

@@ -18,6 +18,7 @@ from vestige.results import load_run
 from vestige.rundir import RunDir, analysed_run
 from vestige.seeding import derive_seed
 from vestige.step import Clock
+from vestige.train.progress import Countdown
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,19 @@ def analyze(cfg: RunConfig) -> None:
     done = analysis.done_steps()
     todo = [s for s in snapshots if s.step not in done]
     print(
-        f"{cfg.analysis.name}: {len(todo)} of {len(snapshots)} snapshots of {run.path.name} to do"
+        f"{cfg.analysis.name}: {len(todo)} of {len(snapshots)} snapshots of {run.path.name} to do",
+        flush=True,
     )
-    for snapshot in todo:
-        model = ctx.load_model(snapshot)
-        numbers = analysis.analyze(snapshot, model)
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in numbers.items())
-        print(f"step {snapshot.step:>8d}  epoch {snapshot.epoch:7.3f}  {shown}", flush=True)
+    countdown = Countdown(cfg.analysis.name, len(todo), cfg.trainer.progress)
+    try:
+        for snapshot in todo:
+            countdown.begin(f"step {snapshot.step}")
+            model = ctx.load_model(snapshot, on_batch=countdown.batch)
+            numbers = analysis.analyze(snapshot, model)
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in numbers.items())
+            countdown.finish(f"step {snapshot.step:>8d}  epoch {snapshot.epoch:7.3f}  {shown}")
+    finally:
+        countdown.close()
     analysis.finish()
     if (draw := RUN_FIGURES.get(cfg.analysis.name)) is not None:
         draw(analysis.folder, run.path.name)

@@ -259,6 +259,7 @@ class Training:
             distributed.barrier()
             state = fork.parent_state(*parent)
             log.info("forked from %s at step %d", parent[0].path, state["step"])
+            self.reporter.message(f"forked from {parent[0].path} at step {state['step']}")
         step = -1 if state is None else state["step"]
         if distributed.is_main():
             metrics.trim_after(self.run_dir.metrics, step)
@@ -273,6 +274,7 @@ class Training:
         checkpoint.set_rng_state(state["rng"][self.rank % len(state["rng"])])
         self.step = step
         log.info("resumed %s at step %d", self.run_dir.path, step)
+        self.reporter.message(f"resumed {self.run_dir.path} at step {step}")
 
     def resume_state(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,8 @@ one fixed-width row per evaluation, in the spirit of airbench's per-epoch table.
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -99,6 +101,91 @@ class Reporter:
             self._progress.console.print(text, highlight=False, markup=False)
         else:
             print(text, flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+class Countdown:
+    """How far a task is through a known number of items that each take many batches (an
+    analysis through its snapshots): a rich bar on a terminal; elsewhere a plain line per
+    finished item and, while one runs, at most one line every `every` seconds. Progress inside
+    an item is counted in batches; the time left comes from the batches the finished items took
+    and the time a batch takes."""
+
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        style: str = "auto",
+        every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if style == "auto":
+            style = "rich" if sys.stdout.isatty() else "plain"
+        self.label, self.total, self.style = label, total, style
+        self.every, self.clock = every, clock
+        self.done = self.batches = self.batches_of_done = self.in_item = 0
+        self.item = ""
+        self.started = self.last_line = clock()
+        self._progress: Progress | None = None
+        if style == "rich":
+            self._progress = Progress(
+                TextColumn(f"[bold]{label}"),
+                BarColumn(),
+                TextColumn("{task.fields[item]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(label, total=total, item="")
+
+    def begin(self, item: str) -> None:
+        self.item, self.in_item = item, 0
+        if self._progress is not None:
+            self._progress.update(self._task, item=f"{self.done + 1}/{self.total} {item}")
+
+    def batch(self) -> None:
+        """One batch through the network: moves the bar, or prints a line when one is due."""
+        self.batches += 1
+        self.in_item += 1
+        if self._progress is not None:
+            per_item = self.batches_of_done / self.done if self.done else None
+            inside = min(self.in_item / per_item, 0.99) if per_item else 0.0
+            self._progress.update(self._task, completed=self.done + inside)
+        elif self.style == "plain" and self.clock() - self.last_line >= self.every:
+            self._print(f"{self.item}: {self.in_item} batches so far")
+
+    def finish(self, text: str) -> None:
+        """The current item is done: one line saying what it found."""
+        self.done += 1
+        self.batches_of_done += self.in_item
+        self.in_item = 0
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.done)
+            self._progress.console.print(text, highlight=False, markup=False)
+        elif self.style == "plain":
+            self._print(text)
+
+    def seconds_left(self) -> float | None:
+        """None until an item has finished (how many batches an item takes is unknown)."""
+        if not self.done or not self.batches:
+            return None
+        per_batch = (self.clock() - self.started) / self.batches
+        batches_left = self.batches_of_done / self.done * (self.total - self.done) - self.in_item
+        return max(0.0, batches_left) * per_batch
+
+    def _print(self, text: str) -> None:
+        self.last_line = self.clock()
+        left = self.seconds_left()
+        print(
+            f"{text}  [{self.label} {self.done}/{self.total}, elapsed "
+            f"{_duration(self.last_line - self.started)}, ETA "
+            f"{'-' if left is None else _duration(left)}]",
+            flush=True,
+        )
 
     def close(self) -> None:
         if self._progress is not None:

@@ -1,5 +1,5 @@
 """`analysis=ablation`: how much the network needs its most class-selective units, at each
-snapshot (reference/class-selectivity.md §4).
+snapshot (docs/science.md §4).
 
 Per stage, the k most selective block-output units of each block (ranked by that block's own SI at
 the same snapshot) are silenced, against k random units (fixed seeded subsets, the same at every

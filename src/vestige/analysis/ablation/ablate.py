@@ -2,7 +2,7 @@
 
 Ablate = set a channel of a block's output (the units of `selectivity/units.py`, `block_output`)
 to a fixed value, 0 or its mean, in eval mode with BN running statistics
-(reference/class-selectivity.md §4).
+(docs/science.md §4).
 
 `sweep` is the fast way: per batch the network runs once up to each stage and through it
 unablated; every ablation then starts from the cached output of the first block it touches, and

@@ -1,4 +1,4 @@
-"""What `analysis=ablation` silences and what the numbers mean (reference/class-selectivity.md
+"""What `analysis=ablation` silences and what the numbers mean (docs/science.md
 §4): the k grid, the ablations of one stage as masks over its blocks' channels, and the table rows
 and areas under the normalised curves they give.
 

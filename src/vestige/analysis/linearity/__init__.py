@@ -1,5 +1,5 @@
 """`analysis=linearity`: how close the network is to a linear regime, at every snapshot of a run
-(reference/class-selectivity.md §5; the paper's own measure is unconfirmed, so three are offered,
+(docs/science.md §5; the paper's own measure is unconfirmed, so three are offered,
 chosen by `analysis.linearity.probes`).
 
 Each snapshot t+d is paired with a base snapshot t (`analysis.linearity.base`: the chosen

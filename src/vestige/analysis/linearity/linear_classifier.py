@@ -1,5 +1,5 @@
 """The linear model that the network is compared with: softmax regression on the flattened input
-images (Kalimeris et al. 2019; reference/class-selectivity.md §5).
+images (Kalimeris et al. 2019; docs/science.md §5).
 
 It is trained once per run, on the run's training split without augmentation (the images the
 network sees at evaluation), and cached in the run directory with the settings it was trained

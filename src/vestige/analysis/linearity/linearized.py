@@ -1,4 +1,4 @@
-"""The network linearised in its weights around one snapshot (reference/class-selectivity.md §5).
+"""The network linearised in its weights around one snapshot (docs/science.md §5).
 
 Between snapshots t and t+d:
 

@@ -1,5 +1,5 @@
 """Plug-in information between label columns, and Kalimeris et al.'s performance correlation
-(reference/class-selectivity.md §5).
+(docs/science.md §5).
 
 All quantities are in **bits**, estimated from the empirical counts of the labels over the
 evaluation images (plug-in estimates: no bias correction, so with few images per cell they lean

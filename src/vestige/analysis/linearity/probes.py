@@ -1,4 +1,4 @@
-"""The three linear-regime probes of one snapshot against its base (reference/class-selectivity.md
+"""The three linear-regime probes of one snapshot against its base (docs/science.md
 §5), measured together on the same images in exact fp32: `measure_linearity`. Their definitions:
 the package's docstring (analysis/linearity/__init__.py)."""
 
