@@ -101,3 +101,22 @@ def test_every_setting_that_changes_the_values_names_the_store_folder(tmp_path):
     assert folder(eps=1e-7) == "selectivity-eps1e-07"
     assert folder(negative="keep", precision="bf16") == "selectivity-keep-bf16"
     assert folder("recompute", units="all_relu") == "selectivity-all_relu-recompute"
+
+
+def test_a_run_shows_what_it_is_and_a_missing_snapshot_is_a_key_error(runs):
+    measured, _ = runs
+    run = vestige.load_run(measured)
+    shown = repr(run)
+    assert shown.startswith(f"Run({str(measured)!r}, status='complete'")
+    assert f"snapshots={len(run.snapshots)})" in shown
+    with pytest.raises(KeyError, match="has no snapshot at step 999: it has 0, 2"):
+        run.load_model(999)
+
+
+def test_images_for_another_analysis_are_one_line(runs):
+    measured, _ = runs
+    args = ["task=analyze", f"run={measured}", "analysis=selectivity", "analysis.images=500"]
+    result = run_cli(args, measured)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: analysis.images=500 is invalid: it counts analysis=attention's")

@@ -31,6 +31,7 @@ MISTAKES = {
     # R needs each image's own class: Mixup/CutMix blend them (docs/science.md §3)
     "regularizer=selectivity data.mixup=0.8": "regularizer='selectivity' is invalid: R needs",
     "regularizer=selectivity data.cutmix=1.0": "set data.mixup=0 and data.cutmix=0",
+    "data=fashion_mnist data.download=true": "vestige downloads only cifar10 and cifar100",
     # a sweep preset without -m would silently be one of its points
     "experiment=regularization_windows": "is a sweep over regularizer.alpha, seed: run it with -m",
     "experiment=selectivity_sweep seed=1": "by also setting regularizer.alpha",

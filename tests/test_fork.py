@@ -77,6 +77,7 @@ def test_a_forks_identity_names_the_parent_by_hash_not_path(parent, tmp_path):
     ("overrides", "message"),
     [
         (["fork.at=2ep"], "kept no full state at step"),
+        (["fork.at=7ep"], "is past the end of run parent, which trains"),
         (["fork.at=1ep", "optim.lr=0.05"], "optim.lr=0.05 differs from the parent run's 0.1"),
         (["fork.at=1ep", "seed=3"], "seed=3 differs"),
     ],

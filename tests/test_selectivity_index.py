@@ -1,4 +1,4 @@
-"""Specification of the class selectivity index and its measurement (class-selectivity.md §2)."""
+"""Specification of the class selectivity index and its measurement (docs/science.md §2)."""
 
 from __future__ import annotations
 

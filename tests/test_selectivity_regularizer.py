@@ -1,4 +1,4 @@
-"""Specification of the differentiable selectivity R of a mini-batch (class-selectivity.md §3)."""
+"""Specification of the differentiable selectivity R of a mini-batch (docs/science.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The selectivity regularizer in training: loss = CE - alpha * R (class-selectivity.md §3)."""
+"""The selectivity regularizer in training: loss = CE - alpha * R (docs/science.md §3)."""
 
 from __future__ import annotations
 

@@ -247,7 +247,9 @@ class AnalysisConfig:
     name: str = "selectivity"
     snapshots: list[str] | None = None  # snapshot rules as in checkpoint.snapshots; null: all
     batch_size: int = 256
-    images: int = 1024  # analysis=attention: images averaged for nonlocality (convit.md §6)
+    # analysis=attention only: images averaged for nonlocality (docs/science.md §14); the
+    # linearity probes take analysis.linearity.images
+    images: int = 1024
     # BatchNorm running statistics of each snapshot as stored (running), or re-estimated on
     # bn_images training images before measuring (recompute; analysis/batchnorm.py)
     bn_stats: str = "running"  # running | recompute

@@ -41,6 +41,13 @@ class Run:
             )
         self.config: DictConfig = _typed_config(OmegaConf.load(self.dir.config))
 
+    def __repr__(self) -> str:
+        info = self.info
+        return (
+            f"Run({str(self.path)!r}, status={info.get('status')!r}, "
+            f"steps={info.get('steps')}, snapshots={len(self.snapshots)})"
+        )
+
     @property
     def path(self) -> Path:
         return self.dir.path
@@ -61,11 +68,12 @@ class Run:
         ]
 
     def snapshot_at(self, step: int) -> Snapshot:
+        """The snapshot taken at `step`; KeyError naming the steps there are if none was."""
         for snapshot in self.snapshots:
             if snapshot.step == step:
                 return snapshot
         steps = ", ".join(str(s.step) for s in self.snapshots)
-        raise ConfigError(f"run {self.path.name} has no snapshot at step {step}: it has {steps}")
+        raise KeyError(f"run {self.path.name} has no snapshot at step {step}: it has {steps}")
 
     def build_model(self) -> nn.Module:
         """The run's network, freshly initialised, shaped for the dataset it was trained on."""
@@ -107,4 +115,7 @@ def _typed_config(raw: DictConfig) -> DictConfig:
 
 
 def load_run(path: Path | str) -> Run:
+    """The run in directory `path` (finished or not): its config, run.json, metrics, snapshots,
+    selectivity and networks, read from disk when asked for; ConfigError if `path` holds no
+    run."""
     return Run(path)

@@ -59,6 +59,10 @@ def check_analysis(settings: AnalysisConfig, run: Run) -> None:
     for key, fix in (("images", "use a positive number"), ("batch_size", "use a positive size")):
         if settings[key] <= 0:
             raise invalid(f"analysis.{key}", settings[key], fix)
+    if settings.name != "attention" and settings.images != AnalysisConfig.images:
+        fix = "it counts analysis=attention's images; the linearity probes take "
+        fix += "analysis.linearity.images, the other analyses the whole eval split"
+        raise invalid("analysis.images", settings.images, fix)
     if settings.bn_stats not in BN_STATS:
         raise invalid("analysis.bn_stats", settings.bn_stats, f"choose {' or '.join(BN_STATS)}")
     if settings.bn_images <= 0:

@@ -36,13 +36,14 @@ __all__ = [
 class DatasetSpec:
     build: Callable[[DataConfig, int], DataSplits]  # (cfg, seed) -> splits
     needs_root: bool  # reads files from cfg.root
+    downloads: bool = False  # data.download=true fetches the files into cfg.root (torchvision)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "synthetic": DatasetSpec(build_synthetic, needs_root=False),
     "fashion_mnist": DatasetSpec(build_fashion_mnist, needs_root=True),
-    "cifar10": DatasetSpec(partial(build_cifar, 10), needs_root=True),
-    "cifar100": DatasetSpec(partial(build_cifar, 100), needs_root=True),
+    "cifar10": DatasetSpec(partial(build_cifar, 10), needs_root=True, downloads=True),
+    "cifar100": DatasetSpec(partial(build_cifar, 100), needs_root=True, downloads=True),
     "imagenet": DatasetSpec(build_image_folder, needs_root=True),
     "tiny_imagenet": DatasetSpec(build_image_folder, needs_root=True),
     "image_folder": DatasetSpec(build_image_folder, needs_root=True),
@@ -55,6 +56,9 @@ def check(cfg: DataConfig) -> None:
         raise invalid("data", cfg.name, f"choose one of {', '.join(sorted(DATASETS))}")
     if cfg.root is not None and not Path(cfg.root).expanduser().is_dir():
         raise invalid("data.root", cfg.root, "point it at an existing directory with the dataset")
+    if cfg.download and not DATASETS[cfg.name].downloads:
+        fix = f"vestige downloads only cifar10 and cifar100; put {cfg.name}'s files in data.root"
+        raise invalid("data.download", True, fix)
     if DATASETS[cfg.name].needs_root and cfg.root is None:
         raise invalid("data.root", None, f"data={cfg.name} reads files: set data.root=/path/to/it")
     for key in ("num_classes", "channels", "image_size"):

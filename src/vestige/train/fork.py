@@ -76,6 +76,12 @@ def check_fork(cfg: RunConfig) -> None:
         step = fork_step(cfg)
     except ValueError as err:
         raise ConfigError(f"fork.at={at!r} is invalid: {err}") from None
+    total = parent.read_info().get("steps")
+    if total is not None and step > total:
+        raise ConfigError(
+            f"fork.at={at!r} is invalid: step {step} is past the end of run {parent.path.name}, "
+            f"which trains {total} steps; fork at or before its end"
+        )
     if not forkable_path(parent, step).exists():
         raise ConfigError(
             f"fork.at={at!r} is invalid: run {parent.path.name} kept no full state at step {step}; "
