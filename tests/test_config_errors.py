@@ -1,6 +1,7 @@
 """Every user mistake ends in one line naming the key, the value and the fix, before any work."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ MISTAKES = {
     "model=resnet19": "model='resnet19'",
     "optim.lr=-0.1": "optim.lr=-0.1",
     "trainer.epochs=0": "trainer.epochs=0",
+    "trainer.log_every=0": "trainer.log_every=0 is invalid: log every 1 or more steps",
     "trainer.batch_size=63 trainer.grad_accum=2": "trainer.batch_size=63",
     "data.root=/no/such/folder": "data.root='/no/such/folder'",
     "trainer.epocs=3": "trainer.epocs",
@@ -32,6 +34,7 @@ MISTAKES = {
     "regularizer=selectivity data.mixup=0.8": "regularizer='selectivity' is invalid: R needs",
     "regularizer=selectivity data.cutmix=1.0": "set data.mixup=0 and data.cutmix=0",
     "data=fashion_mnist data.download=true": "vestige downloads only cifar10 and cifar100",
+    f"outputs=/tmp/{'a' * 300}": "has 300 bytes, more than the 255 a file system allows",
     # a sweep preset without -m would silently be one of its points
     "experiment=regularization_windows": "is a sweep over regularizer.alpha, seed: run it with -m",
     "experiment=selectivity_sweep seed=1": "by also setting regularizer.alpha",
@@ -125,3 +128,11 @@ def test_a_sweep_is_previewed_with_its_points_and_run_directories(workdir: Path)
     assert all(f.startswith("outputs/runs/resnet18-synthetic-") for f in folders)
     assert len(set(folders)) == 2
     assert not (workdir / "outputs").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_outputs_folder_is_one_line(tmp_path: Path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(ConfigError, match="is not a writable folder; choose outputs="):
+        preflight([f"outputs={locked / 'outputs'}"])

@@ -73,6 +73,18 @@ def test_running_the_same_command_again_finds_the_same_directory_complete(finish
     assert [p.name for p in (workdir / "outputs" / "runs").iterdir()] == [run_dir.name]
 
 
+def test_a_directory_holding_a_run_of_other_settings_is_not_taken_over(finished):
+    workdir, run_dir = finished
+    before = {p.relative_to(run_dir): p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    result = run_cli([*TINY, "optim.lr=0.01", f"hydra.run.dir={run_dir}"], workdir)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {run_dir} holds a run of other settings: optim.lr=0.01")
+    assert "(the run's: default); choose another hydra.run.dir, or continue it with" in line
+    after = {p.relative_to(run_dir): p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    assert before == after
+
+
 def test_a_run_in_use_is_refused_and_left_untouched(finished):
     workdir, run_dir = finished
     info = run_dir / "run.json"

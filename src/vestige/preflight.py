@@ -10,11 +10,14 @@ to disk. The command line is read with Hydra's own argument parser.
 from __future__ import annotations
 
 from hydra._internal.utils import get_args_parser
+from omegaconf import OmegaConf
 
+from vestige.config import RunConfig
 from vestige.distributed import launched_world_size
 from vestige.errors import ConfigError
 from vestige.tasks.checks import check
 from vestige.tasks.compose import compose_point, expand_sweep, is_hydra_override, sweep_overrides
+from vestige.tasks.directories import check_directory, working_directory
 
 
 def preflight(argv: list[str]) -> None:
@@ -30,9 +33,19 @@ def preflight(argv: list[str]) -> None:
     points = expand_sweep(sweep_overrides(args.overrides, args.multirun))
     world = launched_world_size()
     for point in points:
-        check(compose_point(point), world_size=world, here=runs_here(point))
+        cfg = compose_point(point)
+        check(cfg, world_size=world, here=runs_here(point))
+        check_job_directory(cfg, point)
     if any(is_hydra_override(o) for o in points[0]):
         compose_point(points[0], with_hydra=True)
+
+
+def check_job_directory(cfg: RunConfig, point: list[str]) -> None:
+    """The folder Hydra will make for the job (`hydra.run.dir=`, or the one the config names)."""
+    chosen = [o.partition("=")[2] for o in point if o.startswith("hydra.run.dir=")]
+    key = "hydra.run.dir" if chosen else "outputs"
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    check_directory(chosen[-1] if chosen else working_directory(tree), key)
 
 
 def runs_here(point: list[str]) -> bool:

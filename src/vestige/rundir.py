@@ -44,6 +44,28 @@ def run_hash(cfg: DictConfig | dict) -> str:
     return short_hash(json.dumps(identity(cfg), sort_keys=True, default=str))
 
 
+def check_same_run(run: RunDir, cfg: DictConfig | dict) -> None:
+    """A directory that holds a run of other settings (`hydra.run.dir` pointed at it) is not
+    taken over: one line naming the settings that differ and how to go on."""
+    recorded = run.read_info()
+    if "run_hash" not in recorded or recorded["run_hash"] == run_hash(cfg):
+        return
+    mine = json.loads(json.dumps(identity(cfg), default=str))
+    theirs = recorded.get("identity", {})
+    keys = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+
+    def value(settings: dict[str, Any], key: str) -> str:
+        return repr(settings[key]) if key in settings else "default"
+
+    shown = ", ".join(f"{k}={value(mine, k)} (the run's: {value(theirs, k)})" for k in keys[:3])
+    command = recorded.get("command")
+    how = f", or continue it with its own command: vestige-run {' '.join(command[1:])}"
+    raise ConfigError(
+        f"{run.path} holds a run of other settings: {shown}{'; ...' if len(keys) > 3 else ''}; "
+        f"choose another hydra.run.dir{how if command else ''}"
+    )
+
+
 def run_name(cfg: DictConfig | dict) -> str:
     """`<model>-<data>-<hash>`: readable in `ls`, unique per config."""
     tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from vestige.errors import ConfigError
 from vestige.report.inputs import report_folder
 from vestige.rundir import run_directory, sweep_directory
 
@@ -16,6 +19,24 @@ def working_directory(tree: dict[str, Any], absolute: bool = False) -> str:
     if tree.get("task") == "report":
         return str(report_folder(tree))
     return run_directory(tree, absolute)
+
+
+def check_directory(path: str, key: str) -> None:
+    """A job's folder can be made: every name in it fits the file system's limit, and the deepest
+    folder of it that exists already is writable (one line naming `key` otherwise)."""
+    target = Path(path).expanduser().absolute()
+    for name in target.parts:
+        if len(name.encode()) > 255:
+            raise ConfigError(
+                f"{key} is invalid: the folder name {name[:40]}... has {len(name.encode())} bytes, "
+                "more than the 255 a file system allows; shorten it"
+            )
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key} is invalid: {target} cannot be created, {existing} is not a writable folder; "
+            "choose outputs=<a writable folder>"
+        )
 
 
 def register_resolvers() -> None:

@@ -28,7 +28,14 @@ from vestige.config import RunConfig
 from vestige.errors import ConfigError, invalid
 from vestige.io import atomic_write_text
 from vestige.launch.signals import StopRequest
-from vestige.rundir import RunDir, identity, read_metrics, run_directory, run_hash
+from vestige.rundir import (
+    RunDir,
+    check_same_run,
+    identity,
+    read_metrics,
+    run_directory,
+    run_hash,
+)
 from vestige.selectivity.observer import SelectivityObserver
 from vestige.selectivity.regularizer import SelectivityRegularizer
 from vestige.train.loop import Preempted, Training, TrainingDiverged
@@ -121,6 +128,7 @@ def check_train(cfg: RunConfig) -> None:
 def train(cfg: RunConfig) -> None:
     run = RunDir(HydraConfig.get().runtime.output_dir)
     main = distributed.is_main()
+    check_same_run(run, cfg)
     if run.read_info().get("status") == "complete":
         if main:
             print(f"run {run.path} is already complete; nothing to do.")

@@ -65,5 +65,7 @@ def _check_trainer(t: TrainerConfig, world_size: int) -> None:
         raise invalid("trainer.channels_last", t.channels_last, "choose auto, true or false")
     if t.progress not in PROGRESS:
         raise invalid("trainer.progress", t.progress, "choose auto, rich, plain or none")
+    if t.log_every <= 0:
+        raise invalid("trainer.log_every", t.log_every, "log every 1 or more steps")
     if t.max_steps is not None and t.max_steps <= 0:
         raise invalid("trainer.max_steps", t.max_steps, "use a positive number of steps, or null")
