@@ -115,3 +115,30 @@ def test_running_the_same_command_again_reports_the_run_complete(reference):
     assert result.returncode == 0, result.stderr
     assert "already complete" in result.stdout
     assert final_state(reference)[1] == final_state(reference)[1]
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_continues_bitwise(reference, workdir):
+    """SIGINT is a stop like SLURM's: the step finishes, a resume state is saved, status says
+    `stopped`, one line says so; no traceback."""
+    run_dir = workdir / "run"
+    args = [*RUN, "checkpoint.resume_every=1ep", f"hydra.run.dir={run_dir}"]
+    process = start_cli(args, workdir)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while process.poll() is None and time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert "Traceback" not in stderr
+    assert "Ctrl-C: finishing this step and saving a resume state" in stderr
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "stopped"
+    # the resume state is of the very step it stopped at, not the last scheduled one
+    assert (run_dir / "checkpoints" / "resume" / f"step_{info['steps']:08d}.pt").exists()
+    result = run_cli(args, workdir)
+    assert result.returncode == 0, result.stderr
+    assert f"resumed {run_dir} at step {info['steps']}\n" in result.stdout
+    assert_same_run(reference, run_dir)

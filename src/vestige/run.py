@@ -50,6 +50,9 @@ def hydra_main(cfg: DictConfig) -> None:
     except (ConfigError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, ConfigError) else 1)
+    except KeyboardInterrupt:  # Ctrl-C outside training's clean stop (launch/signals.py)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     finally:
         distributed.destroy_process_group()
 

@@ -8,7 +8,8 @@ directory and continues from there.
 
 Only the warning requeues the job (`scontrol requeue $SLURM_JOB_ID`): SIGTERM comes both from
 SLURM's own requeue or preemption, which put the job back themselves, and from `scancel`, which
-must stay a cancel.
+must stay a cancel. Ctrl-C (SIGINT) stops the same clean way; a second Ctrl-C quits at once
+(the run then continues from its previous resume state).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -24,7 +26,7 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 WARNING_SIGNAL = signal.SIGUSR2
-STOP_SIGNALS = (WARNING_SIGNAL, signal.SIGTERM)
+STOP_SIGNALS = (WARNING_SIGNAL, signal.SIGTERM, signal.SIGINT)
 
 
 class StopRequest:
@@ -40,6 +42,21 @@ class StopRequest:
         if self.received is None:
             self.received = signal.Signals(signum)
             log.warning("received %s: stopping after this step", self.received.name)
+            if self.received == signal.SIGINT:
+                print(
+                    "Ctrl-C: finishing this step and saving a resume state "
+                    "(Ctrl-C again quits at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        elif signum == signal.SIGINT and self.received == signal.SIGINT:
+            print("Ctrl-C again: quitting now", file=sys.stderr, flush=True)
+            os._exit(128 + signal.SIGINT)
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by the person at the terminal (Ctrl-C), not by the cluster."""
+        return self.received == signal.SIGINT
 
     @contextmanager
     def installed(self) -> Iterator[StopRequest]:

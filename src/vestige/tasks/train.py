@@ -187,7 +187,8 @@ def train(cfg: RunConfig) -> None:
         except Preempted as stopped:
             requeued = False
             if main:
-                run.update_info(status="preempted", steps=stopped.step)
+                status = "stopped" if stop.interrupted else "preempted"
+                run.update_info(status=status, steps=stopped.step)
                 requeued = stop.requeue()
                 cause = stop.received.name if stop.received else "a signal to another rank"
                 print(
