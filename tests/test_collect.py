@@ -90,3 +90,57 @@ def test_a_sweep_of_more_than_1024_points_is_recorded_whole(tmp_path):
     last = compose_point(["seed=1099", "trainer.epochs=1"])
     assert points[-1]["run"] == run_directory(last, True)
     assert [point["overrides"][0] for point in points[:2]] == ["seed=0", "seed=1"]
+
+
+@pytest.mark.slow
+def test_a_failing_point_fails_alone_and_a_resubmission_skips_it_unless_retried(workdir):
+    """A diverging point is recorded with its reason; the points after it still run; the table
+    shows every status; the exit status says a point failed."""
+    sweep = [*[o for o in TINY if not o.startswith("trainer.epochs")], "trainer.epochs=1"]
+    sweep += ["trainer.deterministic=true", "optim.lr=0.05,1e6,0.02"]
+    result = run_cli(["-m", *sweep], workdir)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "1 of 3 points failed" in result.stderr
+    (folder,) = (workdir / "outputs" / "sweeps").iterdir()
+    with open(folder / "collect.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["optim.lr"], row["status"]) for row in rows] == [
+        ("0.05", "complete"),
+        ("1000000.0", "failed"),
+        ("0.02", "complete"),
+    ]
+    failed = rows[1]["run"]
+    reason = json.loads((folder / "failed" / f"{failed}.json").read_text())
+    assert reason["recurs"] and "the training loss became nan" in reason["error"]
+    assert f"- {failed}: " in (folder / "collect.md").read_text()
+
+    again = run_cli(["-m", *sweep], workdir)
+    assert again.returncode == 1
+    assert f"skipping {failed}: it failed before (" in again.stdout
+    assert again.stdout.count("is already complete; nothing to do") == 2
+
+    retried = run_cli(["-m", *sweep, "retry_failed=true"], workdir)
+    assert retried.returncode == 1
+    assert "skipping" not in retried.stdout and "became nan" in retried.stderr
+
+
+def test_a_sweep_in_progress_is_tabled_with_unstarted_points(workdir):
+    """collect while a sweep runs: a point not started yet (the first, here) is a row with its
+    status and empty values."""
+    point = [*[o for o in TINY if not o.startswith("trainer.epochs")], "trainer.epochs=1"]
+    point.append(f"outputs={workdir / 'outputs'}")
+    folder = workdir / "sweep"
+    write_record(folder, [*point, "seed=0,1"])
+    trained = run_cli([*point, "seed=1"], workdir)
+    assert trained.returncode == 0, trained.stderr
+    result = run_cli(["task=collect", f"sweep={folder}"], workdir)
+    assert result.returncode == 0, result.stderr
+    with open(folder / "collect.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["seed"], row["status"], row["eval_acc"]) for row in rows][0] == (
+        "0",
+        "not started",
+        "",
+    )
+    assert rows[1]["status"] == "complete" and float(rows[1]["eval_acc"]) > 0

@@ -15,6 +15,7 @@ MISTAKES = {
     "model=resnet19": "model='resnet19'",
     "optim.lr=-0.1": "optim.lr=-0.1",
     "trainer.epochs=0": "trainer.epochs=0",
+    "trainer.batch_size=512 data.synthetic.train_size=256": "larger than the training split (256",
     "trainer.log_every=0": "trainer.log_every=0 is invalid: log every 1 or more steps",
     "trainer.batch_size=63 trainer.grad_accum=2": "trainer.batch_size=63",
     "data.root=/no/such/folder": "data.root='/no/such/folder'",

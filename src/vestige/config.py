@@ -281,6 +281,9 @@ class RunConfig:
     outputs: str = setting("outputs", identity=False)
     run: str | None = setting(None, identity=False)  # analyze/report: the run directory to use
     sweep: str | None = setting(None, identity=False)  # collect/report: a sweep directory
+    # a resubmitted sweep skips the points that failed for a reason that would recur (a config
+    # error, a diverged training); true runs them again
+    retry_failed: bool = setting(False, identity=False)
     runs: list[str] | None = setting(None, identity=False)  # report: several run directories
     model: Any = MISSING
     data: DataConfig = setting(factory=DataConfig)

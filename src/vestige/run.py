@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 
 import hydra
 from hydra._internal.utils import get_args_parser
@@ -23,7 +24,7 @@ from vestige.tasks import TASKS
 from vestige.tasks.checks import check
 from vestige.tasks.compose import CONF_DIR, sweep_overrides
 from vestige.tasks.directories import register_resolvers
-from vestige.tasks.sweep import sweep_preview
+from vestige.tasks.sweep import record_failure, skip_failed, sweep_of_this_job, sweep_preview
 from vestige.train.loop import TrainingDiverged
 
 register_configs()
@@ -44,15 +45,28 @@ def hydra_main(cfg: DictConfig) -> None:
     export_torch_environment()  # a SLURM task started by submitit becomes a DDP rank here
     if distributed.launched_rank() != 0:
         silence_log_file()
+    sweep = sweep_of_this_job()  # a point of a sweep fails alone: the sweep goes on
+    records = sweep is not None and distributed.launched_rank() == 0
     try:
         check(cfg, world_size=distributed.launched_world_size())
+        if sweep is not None and skip_failed(sweep, cfg.retry_failed):
+            return
         TASKS[cfg.task](cfg)
     except (ConfigError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2 if isinstance(err, ConfigError) else 1)
+        if sweep is None:
+            sys.exit(2 if isinstance(err, ConfigError) else 1)
+        if records:
+            record_failure(sweep, err, recurs=True)
     except KeyboardInterrupt:  # Ctrl-C outside training's clean stop (launch/signals.py)
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as err:  # a crash: its traceback, and in a sweep the next point
+        if sweep is None:
+            raise
+        traceback.print_exc()
+        if records:
+            record_failure(sweep, err, recurs=False)
     finally:
         distributed.destroy_process_group()
 

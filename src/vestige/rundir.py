@@ -110,6 +110,7 @@ class SweepDir:
     sweep.json      the command, and each point's overrides and run directory
     .submitit/      SLURM scripts and logs (hydra/launcher=slurm)
     collect.csv, collect_groups.csv, collect.md   the tables of `task=collect`
+    failed/<run>.json   why a point failed (a resubmission skips it unless retry_failed=true)
     report/         `task=report sweep=<this folder>`
     """
 
@@ -121,6 +122,15 @@ class SweepDir:
     collect_groups_csv = property(lambda self: self.path / "collect_groups.csv")
     collect_md = property(lambda self: self.path / "collect.md")
     report = property(lambda self: self.path / "report")
+
+    def failure(self, run: Path | str) -> Path:
+        """The record of why the point that works in `run` failed (one file a point, so the
+        array tasks of a SLURM sweep never write the same file)."""
+        return self.path / "failed" / f"{Path(run).name}.json"
+
+    def read_failure(self, run: Path | str) -> dict[str, Any] | None:
+        path = self.failure(run)
+        return json.loads(path.read_text()) if path.exists() else None
 
     def runs(self) -> list[tuple[Path, list[str] | None]]:
         """(run directory, overrides) of each point, in the sweep's order.

@@ -28,6 +28,7 @@ __all__ = [
     "DatasetSpec",
     "build_datasets",
     "check",
+    "known_train_size",
     "unaugmented_training_split",
 ]
 
@@ -85,6 +86,15 @@ def check(cfg: DataConfig) -> None:
     if cfg.fraction is not None and cfg.train_limit is not None:
         fix = "set data.fraction or data.train_limit, not both"
         raise invalid("data.fraction", cfg.fraction, fix)
+
+
+def known_train_size(cfg: DataConfig) -> int | None:
+    """At most how many training images the config gives, when it says without reading files
+    (the synthetic set's size, a limit); None when only the data know."""
+    sizes = [cfg.train_limit] if cfg.train_limit is not None else []
+    if cfg.name == "synthetic":
+        sizes.append(cfg.synthetic.train_size)
+    return min(sizes) if sizes else None
 
 
 def build_datasets(cfg: DataConfig, seed: int) -> DataSplits:

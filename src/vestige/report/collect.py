@@ -54,11 +54,16 @@ def mean_and_interval(values: list[float]) -> tuple[float, float | None]:
     return mean, None if math.isnan(half_width) else half_width
 
 
-def read_point(run: Path, overrides: list[str] | None) -> Point:
+def read_point(
+    run: Path, overrides: list[str] | None, failure: dict[str, Any] | None = None
+) -> Point:
+    """A point as far as it got: not started (or failed before its run began), running,
+    stopped, failed, complete."""
     files = RunDir(run)
-    if not files.info.exists():
+    if not files.info.exists() or not files.config.exists():
         settings = dict(o.lstrip("+~").split("=", 1) for o in overrides or [] if "=" in o)
-        return Point(run, settings, "not started")
+        status = "failed" if failure else "not started"
+        return Point(run, settings, status, metrics=dict.fromkeys((*LAST, "si/mean peak")))
     info = files.read_info()
     rows = read_metrics(files.metrics)
     evaluated = [row for row in rows if row.get("eval_acc") is not None]
@@ -72,7 +77,10 @@ def read_point(run: Path, overrides: list[str] | None) -> Point:
         info.get("identity", {}), Path(parent).expanduser() if parent else None
     )
     settings["seed"] = info.get("seed", 0)
-    return Point(run, settings, info.get("status", "unknown"), last.get("epoch"), metrics)
+    status = info.get("status", "unknown")
+    if failure and status != "complete":
+        status = "failed"
+    return Point(run, settings, status, last.get("epoch"), metrics)
 
 
 def varying_keys(points: list[Point]) -> list[str]:
@@ -151,20 +159,26 @@ def as_rich(rows: list[dict[str, Any]], title: str) -> Table:
 
 def collect(folder: Path, progress: str | None = "auto") -> list[dict[str, Any]]:
     """Write the sweep's tables into `folder` and show them; returns the per-point rows."""
-    points = [read_point(run, overrides) for run, overrides in SweepDir(folder).runs()]
+    sweep = SweepDir(folder)
+    runs = sweep.runs()
+    failures = {run: sweep.read_failure(run) for run, _ in runs}
+    points = [read_point(run, overrides, failures[run]) for run, overrides in runs]
     if not points:
         print(f"collect: no runs in {folder} yet")
         return []
     keys = varying_keys(points)
     show_defaults(points, keys)
     rows, groups = point_rows(points, keys), group_rows(points, keys)
-    sweep = SweepDir(folder)
     atomic_write_text(sweep.collect_csv, table_text(rows))
     atomic_write_text(sweep.collect_groups_csv, table_text(groups))
+    failed = [
+        f"- {p.run.name}: {failures[p.run]['error']}\n" for p in points if p.status == "failed"
+    ]
     atomic_write_text(
         sweep.collect_md,
         f"# {folder.name}\n\n## Runs\n\n{as_markdown(rows)}\n"
-        f"## Means over seeds (±: half-width of the 95% t-interval)\n\n{as_markdown(groups)}",
+        f"## Means over seeds (±: half-width of the 95% t-interval)\n\n{as_markdown(groups)}"
+        + (f"\n## Failed points\n\n{''.join(failed)}" if failed else ""),
     )
     if progress != "none":
         console = Console(highlight=False, width=max(Console().width, 160))

@@ -4,6 +4,7 @@ ConfigErrors, before any work (tasks/checks.py runs them)."""
 from __future__ import annotations
 
 from vestige.config import RunConfig, TrainerConfig
+from vestige.data import known_train_size
 from vestige.errors import ConfigError, invalid
 from vestige.step import check_snapshot_specs, check_step
 from vestige.train.fork import check_fork
@@ -28,6 +29,10 @@ def check_training(cfg: RunConfig, world_size: int) -> None:
     for i, milestone in enumerate(cfg.sched.milestones):
         check_step(f"sched.milestones[{i}]", milestone)
     _check_trainer(cfg.trainer, world_size)
+    size = known_train_size(cfg.data)
+    if size is not None and size // world_size < cfg.trainer.batch_size // world_size:
+        fix = f"it is larger than the training split ({size} images): lower it or use more data"
+        raise invalid("trainer.batch_size", cfg.trainer.batch_size, fix)
     check_snapshot_specs("checkpoint.snapshots", cfg.checkpoint.snapshots)
     check_snapshot_specs("checkpoint.forkable", cfg.checkpoint.forkable)
     if set(cfg.fork) != {"from", "at"}:
