@@ -254,6 +254,8 @@ class AnalysisConfig:
     # bn_images training images before measuring (recompute; analysis/batchnorm.py)
     bn_stats: str = "running"  # running | recompute
     bn_images: int = 1000
+    # a damaged or missing snapshot stops the analysis in one line; true: skipped with a warning
+    skip_damaged: bool = False
     ablation: AblationConfig = field(default_factory=AblationConfig)
     linearity: LinearityConfig = field(default_factory=LinearityConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)

@@ -1,4 +1,4 @@
-"""The one exception type that reaches a user as a single line instead of a traceback."""
+"""The exception type that reaches a user as a single line instead of a traceback."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from omegaconf import OmegaConf
 
 class ConfigError(Exception):
     """A user mistake: bad config value, missing data, a run directory that cannot be used."""
+
+
+class DamagedFile(ConfigError):
+    """A file a run keeps is missing or no longer what was written (its checksum differs)."""
 
 
 def invalid(key: str, value: Any, fix: str) -> ConfigError:

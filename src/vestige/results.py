@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from vestige.config import RunConfig, SelectivityConfig, model_schema, register_configs
-from vestige.errors import ConfigError
+from vestige.errors import ConfigError, DamagedFile
 from vestige.models import build_model
 from vestige.rundir import RunDir, load_weights, read_manifest, read_metrics
 from vestige.selectivity.store import SelectivityStore
@@ -39,7 +41,11 @@ class Run:
                 f"{path} is not a vestige run directory (no config.yaml): "
                 "pass a path under outputs/runs/"
             )
-        self.config: DictConfig = _typed_config(OmegaConf.load(self.dir.config))
+        try:
+            self.config: DictConfig = _typed_config(OmegaConf.load(self.dir.config))
+        except (OmegaConfBaseException, yaml.YAMLError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise DamagedFile(f"{self.dir.config} is damaged ({first})") from None
 
     def __repr__(self) -> str:
         info = self.info

@@ -9,7 +9,10 @@ out but not what it computes (marked `identity=False` in the schema) are left ou
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import io
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +23,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vestige.config import RunConfig, defaults, flatten, identity_settings, model_schema
-from vestige.errors import ConfigError
-from vestige.io import atomic_write_json, short_hash, step_file
+from vestige.errors import ConfigError, DamagedFile
+from vestige.io import atomic_write_json, short_hash, step_file, step_files
+
+log = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"  # every run directory has one: how runs are found
 
@@ -166,7 +171,15 @@ class RunDir:
     report = property(lambda self: self.path / "report")
 
     def read_info(self) -> dict[str, Any]:
-        return json.loads(self.info.read_text()) if self.info.exists() else {}
+        """run.json ({} before the run starts); DamagedFile if it is no longer valid JSON."""
+        if not self.info.exists():
+            return {}
+        try:
+            return json.loads(self.info.read_text())
+        except json.JSONDecodeError:
+            raise DamagedFile(
+                f"{self.info} is damaged (not valid JSON): the same training command rewrites it"
+            ) from None
 
     def update_info(self, **values: Any) -> None:
         atomic_write_json(self.info, {**self.read_info(), **values})
@@ -205,26 +218,62 @@ def snapshot_path(run: RunDir, step: int) -> Path:
     return step_file(run.snapshots, step, ".pt")
 
 
+def checksum_path(path: Path) -> Path:
+    """The SHA-256 written beside a snapshot or resume state, after it."""
+    return path.with_suffix(".sha256")
+
+
 def read_manifest(run: RunDir) -> list[dict[str, Any]]:
-    """Snapshots of a run, sorted by step: [{"step", "epoch", "path"}] (path relative to run)."""
-    if not run.manifest.exists():
+    """Snapshots of a run, sorted by step: [{"step", "epoch", "path"}] (path relative to run).
+    Without a manifest, the snapshot files say which there are (with a warning)."""
+    if run.manifest.exists():
+        entries = json.loads(run.manifest.read_text())["snapshots"]
+        return sorted(entries, key=lambda s: s["step"])
+    steps = step_files(run.snapshots, ".pt")
+    if not steps:
         return []
-    return sorted(json.loads(run.manifest.read_text())["snapshots"], key=lambda s: s["step"])
+    log.warning("%s is missing: listing the %d snapshot files instead", run.manifest, len(steps))
+    per_epoch = run.read_info().get("iterations_per_epoch")
+    return [
+        {
+            "step": step,
+            "epoch": step / per_epoch if per_epoch else _stored_epoch(snapshot_path(run, step)),
+            "path": str(snapshot_path(run, step).relative_to(run.path)),
+        }
+        for step in steps
+    ]
+
+
+def _stored_epoch(path: Path) -> float:
+    return float(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A snapshot's weights, on the CPU (`weights_only`: nothing in the file is executed)."""
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+    """A snapshot's weights, on the CPU (`weights_only`: nothing in the file is executed); a
+    missing file, or one whose checksum differs from the one written with it, is DamagedFile."""
+    if not path.exists():
+        raise DamagedFile(f"snapshot {path} is listed in the run's manifest but missing")
+    data = path.read_bytes()
+    checksum = checksum_path(path)
+    if checksum.exists() and checksum.read_text().strip() != hashlib.sha256(data).hexdigest():
+        raise DamagedFile(
+            f"snapshot {path} is damaged: its SHA-256 differs from {checksum.name}; "
+            "analyses can skip it (analysis.skip_damaged=true)"
+        )
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["model"]
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All complete rows; a torn last line (a kill in the middle of a write) is ignored."""
+    """Every intact row. A torn last line (a kill in the middle of a write) is ignored; a damaged
+    line before it is skipped with a warning naming it, and the rows after it are kept."""
     if not path.exists():
         return []
+    lines = path.read_text().splitlines()
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, start=1):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            break
+            if number < len(lines):
+                log.warning("skipping damaged line %d of %s", number, path)
     return rows

@@ -12,7 +12,7 @@ from vestige.analysis.batchnorm import estimation_batches
 from vestige.config import RunConfig
 from vestige.data import build_datasets, unaugmented_training_split
 from vestige.distributed import select_device
-from vestige.errors import ConfigError, invalid
+from vestige.errors import ConfigError, DamagedFile, invalid
 from vestige.report.run_figures import RUN_FIGURES
 from vestige.results import load_run
 from vestige.rundir import RunDir, analysed_run
@@ -74,7 +74,13 @@ def analyze(cfg: RunConfig) -> None:
     try:
         for snapshot in todo:
             countdown.begin(f"step {snapshot.step}")
-            model = ctx.load_model(snapshot, on_batch=countdown.batch)
+            try:
+                model = ctx.load_model(snapshot, on_batch=countdown.batch)
+            except DamagedFile as err:
+                if not cfg.analysis.skip_damaged:
+                    raise
+                countdown.finish(f"step {snapshot.step:>8d}  skipped: {err}")
+                continue
             numbers = analysis.analyze(snapshot, model)
             shown = "  ".join(f"{k} {v:.4f}" for k, v in numbers.items())
             countdown.finish(f"step {snapshot.step:>8d}  epoch {snapshot.epoch:7.3f}  {shown}")

@@ -25,8 +25,8 @@ from omegaconf import OmegaConf
 import vestige
 from vestige import distributed
 from vestige.config import RunConfig
-from vestige.errors import ConfigError, invalid
-from vestige.io import atomic_write_text
+from vestige.errors import ConfigError, DamagedFile, invalid
+from vestige.io import atomic_write_json, atomic_write_text
 from vestige.launch.signals import StopRequest
 from vestige.rundir import (
     RunDir,
@@ -128,7 +128,13 @@ def check_train(cfg: RunConfig) -> None:
 def train(cfg: RunConfig) -> None:
     run = RunDir(HydraConfig.get().runtime.output_dir)
     main = distributed.is_main()
-    check_same_run(run, cfg)
+    try:
+        check_same_run(run, cfg)
+    except DamagedFile as err:  # its resume states hold all a run needs to go on
+        if main:
+            print(f"warning: {err}", file=sys.stderr)
+            atomic_write_json(run.info, {})
+        distributed.barrier()
     if run.read_info().get("status") == "complete":
         if main:
             print(f"run {run.path} is already complete; nothing to do.")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from vestige.io import atomic_write_bytes, atomic_write_json, atomic_write_text, step_file
-from vestige.rundir import RunDir, read_manifest, snapshot_path
+from vestige.rundir import RunDir, checksum_path, read_manifest, snapshot_path
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,11 @@ def _serialize(obj: Any) -> bytes:
 
 
 def save_snapshot(run: RunDir, model: torch.nn.Module, step: int, epoch: float) -> None:
+    """Write snapshots/step_N.pt, its .sha256, then list it in the manifest."""
     path = snapshot_path(run, step)
-    atomic_write_bytes(
-        path, _serialize({"model": model.state_dict(), "step": step, "epoch": epoch})
-    )
+    data = _serialize({"model": model.state_dict(), "step": step, "epoch": epoch})
+    atomic_write_bytes(path, data)
+    atomic_write_text(checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
     entries = [s for s in read_manifest(run) if s["step"] != step]
     entries.append({"step": step, "epoch": epoch, "path": str(path.relative_to(run.path))})
     atomic_write_json(run.manifest, {"snapshots": sorted(entries, key=lambda s: s["step"])})
@@ -46,6 +47,7 @@ def drop_snapshots_after(run: RunDir, step: int) -> None:
     for entry in entries:
         if entry["step"] > step:
             (run.path / entry["path"]).unlink(missing_ok=True)
+            checksum_path(run.path / entry["path"]).unlink(missing_ok=True)
     if entries:
         atomic_write_json(run.manifest, {"snapshots": [s for s in entries if s["step"] <= step]})
 
@@ -75,17 +77,17 @@ def save_resume(run: RunDir, state: dict[str, Any], keep: int) -> Path:
     path = step_file(run.resume, state["step"], ".pt")
     data = _serialize(state)
     atomic_write_bytes(path, data)
-    atomic_write_text(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest() + "\n")
+    atomic_write_text(checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
     for old in sorted(run.resume.glob("step_*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
-        old.with_suffix(".sha256").unlink(missing_ok=True)
+        checksum_path(old).unlink(missing_ok=True)
     return path
 
 
 def load_resume_file(path: Path) -> dict[str, Any] | None:
     """A resume state if its checksum matches and it loads; None (with a warning naming the
     file) if it is truncated, corrupted or unreadable."""
-    digest_file = path.with_suffix(".sha256")
+    digest_file = checksum_path(path)
     data = path.read_bytes()
     expected = digest_file.read_text().strip() if digest_file.exists() else None
     if expected != hashlib.sha256(data).hexdigest():
