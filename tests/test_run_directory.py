@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -148,3 +149,23 @@ def test_files_are_written_as_the_umask_allows_not_private_to_the_owner(tmp_path
     finally:
         os.umask(old)
     assert (tmp_path / "table.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_with_dense_snapshots_a_diverging_run_keeps_only_finite_states(workdir):
+    """A step's update can break the weights after a finite loss: nothing non-finite is saved
+    or evaluated, and the last good checkpoint named is truly finite."""
+    dense = ["checkpoint.snapshots=[0it,every 1it]", "checkpoint.resume_every=1it"]
+    args = [*TINY, "optim.lr=1e6", "trainer.log_every=1000", *dense, "checkpoint.keep_resume=50"]
+    result = run_cli(args, workdir)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "became" in line and "the last good checkpoint is kept in" in line
+    (run_dir,) = (workdir / "outputs" / "runs").iterdir()
+    saved = [*(run_dir / "checkpoints" / "snapshots").glob("*.pt")]
+    saved += [*(run_dir / "checkpoints" / "resume").glob("*.pt")]
+    assert saved
+    for path in saved:
+        state = torch.load(path, weights_only=True)["model"]
+        assert all(torch.isfinite(w).all() for w in state.values() if w.is_floating_point()), path
+    rows = vestige.load_run(run_dir).metrics
+    assert all(math.isfinite(row["eval_loss"]) for row in rows)

@@ -33,10 +33,10 @@ def _serialize(obj: Any) -> bytes:
 def save_snapshot(run: RunDir, model: torch.nn.Module, step: int, epoch: float) -> None:
     """Write snapshots/step_N.pt, its .sha256, then list it in the manifest."""
     path = snapshot_path(run, step)
+    entries = [s for s in read_manifest(run) if s["step"] != step]
     data = _serialize({"model": model.state_dict(), "step": step, "epoch": epoch})
     atomic_write_bytes(path, data)
     atomic_write_text(checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
-    entries = [s for s in read_manifest(run) if s["step"] != step]
     entries.append({"step": step, "epoch": epoch, "path": str(path.relative_to(run.path))})
     atomic_write_json(run.manifest, {"snapshots": sorted(entries, key=lambda s: s["step"])})
 

@@ -9,6 +9,7 @@ what they compute.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
@@ -381,14 +382,29 @@ class Training:
         self.optimizer.step()
         self.scheduler.step()
 
-    def check_finite(self) -> None:
+    def check_finite(self, weights: bool = False) -> None:
+        """The loss since the last check is finite and, before anything is saved (`weights`),
+        every parameter and buffer too: the last step's update may break the weights after a
+        finite loss, and a saved state must be a good one to go back to."""
         loss = self.sums.get("loss")
         if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"the training loss became {loss.item()} at step {self.step}; the last "
-                f"good checkpoint is kept in {self.run_dir.checkpoints}: lower optim.lr or check "
-                "the data"
-            )
+            broken = f"the training loss became {loss.item()}"
+        elif weights and not self._weights_finite():
+            broken = "the weights became infinite or NaN"
+        else:
+            return
+        raise self.diverged(broken)
+
+    def diverged(self, what: str) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"{what} at step {self.step}; the last good checkpoint is kept in "
+            f"{self.run_dir.checkpoints}: lower optim.lr or check the data"
+        )
+
+    def _weights_finite(self) -> bool:
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        flags = [t.detach().isfinite().all() for t in tensors if t.is_floating_point()]
+        return bool(torch.stack(flags).all()) if flags else True
 
     def report_progress(self, epoch: int) -> None:
         self.check_finite()
@@ -406,10 +422,8 @@ class Training:
 
     def snapshot_and_evaluate(self) -> None:
         """Snapshot, evaluate with the observers' probes, and append one metrics row."""
-        self.check_finite()
+        self.check_finite(weights=True)
         epoch = self.step / self.iterations_per_epoch
-        if distributed.is_main():
-            checkpoint.save_snapshot(self.run_dir, self.model, self.step, epoch)
         probes = [observer.probe(self.model) for observer in self.observers]
         result = evaluate(
             self.model,
@@ -419,6 +433,10 @@ class Training:
             self.autocast,
             self.channels_last,
         )
+        if not math.isfinite(result["eval_loss"]):  # finite weights, but too large to use
+            raise self.diverged(f"the evaluation loss became {result['eval_loss']}")
+        if distributed.is_main():
+            checkpoint.save_snapshot(self.run_dir, self.model, self.step, epoch)
         row: dict[str, Any] = {
             "step": self.step,
             "epoch": epoch,
@@ -435,7 +453,7 @@ class Training:
         self.sums = RunningSums(self.device)
 
     def save_resume(self) -> None:
-        self.check_finite()
+        self.check_finite(weights=True)
         state = self.resume_state()  # every rank takes part: the running sums are reduced
         if distributed.is_main():
             path = checkpoint.save_resume(self.run_dir, state, self.cfg.checkpoint.keep_resume)
