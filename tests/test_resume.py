@@ -4,8 +4,11 @@ uninterrupted one (deterministic mode, CPU)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -142,3 +145,29 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_continues_bitwise(reference, 
     assert result.returncode == 0, result.stderr
     assert f"resumed {run_dir} at step {info['steps']}\n" in result.stdout
     assert_same_run(reference, run_dir)
+
+
+def test_each_invocation_is_recorded_and_another_thread_count_is_warned_of(workdir):
+    run_dir = workdir / "run"
+    args = [sys.executable, "-m", "vestige.run", *RUN, f"hydra.run.dir={run_dir}"]
+
+    def start(threads: int) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
+        return subprocess.Popen(
+            args, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    first = start(1)
+    resume = run_dir / "checkpoints" / "resume"
+    deadline = time.time() + 120
+    while first.poll() is None and time.time() < deadline and not any(resume.glob("*.sha256")):
+        time.sleep(0.02)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=120)
+    second = start(2)
+    _, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr
+    assert "resumed with 2 CPU threads where the run so far used 1" in stderr
+    invocations = json.loads((run_dir / "run.json").read_text())["invocations"]
+    assert [i["threads"] for i in invocations] == [1, 2]
+    assert all(i["world_size"] == 1 and i["device"] == "cpu" for i in invocations)

@@ -125,6 +125,30 @@ def check_train(cfg: RunConfig) -> None:
     raise invalid("run", cfg.run, f"task=train does not take run=; {how}")
 
 
+def warn_if_resumed_differently(
+    before: dict[str, Any], now: dict[str, Any], model: torch.nn.Module
+) -> None:
+    """What a resume cannot keep bitwise: another CPU thread count changes the order of float
+    sums; another world size changes BatchNorm's per-rank batch statistics."""
+    if before["threads"] != now["threads"] and now["device"] == "cpu":
+        log.warning(
+            "resumed with %d CPU threads where the run so far used %d: results continue "
+            "correctly but not bitwise as an uninterrupted run",
+            now["threads"],
+            before["threads"],
+        )
+    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.SyncBatchNorm)
+    if before["world_size"] != now["world_size"] and any(
+        isinstance(m, norms) for m in model.modules()
+    ):
+        log.warning(
+            "resumed on %d rank(s) where the run so far used %d: BatchNorm now normalises over "
+            "batches of another size per rank, so the run differs from one on a fixed number",
+            now["world_size"],
+            before["world_size"],
+        )
+
+
 def train(cfg: RunConfig) -> None:
     run = RunDir(HydraConfig.get().runtime.output_dir)
     main = distributed.is_main()
@@ -163,7 +187,19 @@ def train(cfg: RunConfig) -> None:
         if main:
             atomic_write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
             info = run.read_info()
+            invocation = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "host": socket.gethostname(),
+                "world_size": training.world,
+                "device": str(training.device),
+                "threads": torch.get_num_threads(),
+                "command": sys.argv,
+            }
+            earlier = info.get("invocations", [])
+            if earlier:
+                warn_if_resumed_differently(earlier[-1], invocation, training.model)
             run.update_info(
+                invocations=[*earlier, invocation],
                 status="running",
                 run_hash=run_hash(cfg),
                 identity=identity(cfg),
