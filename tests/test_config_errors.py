@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,15 @@ def test_a_read_only_outputs_folder_is_one_line(tmp_path: Path):
     locked.mkdir(mode=0o555)
     with pytest.raises(ConfigError, match="is not a writable folder; choose outputs="):
         preflight([f"outputs={locked / 'outputs'}"])
+
+
+def test_a_download_that_cannot_reach_its_server_is_one_line_and_leaves_no_run(workdir: Path):
+    env = {**os.environ, "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    args = [sys.executable, "-m", "vestige.run", "data=cifar10", f"data.root={workdir}"]
+    args += ["data.download=true", "trainer.epochs=1"]
+    result = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: data.download=true could not fetch CIFAR-10 into {workdir} (")
+    runs = workdir / "outputs" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())

@@ -3,12 +3,17 @@ damaged metrics row costs only itself, a lost manifest is rebuilt from the snaps
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import io
 import json
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, finished_run, run_cli
 
 import vestige
@@ -115,3 +120,41 @@ def test_a_damaged_config_is_one_line(run: Path):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {run / 'config.yaml'} is damaged (")
+
+
+def test_a_snapshot_holding_code_is_refused_without_advice_to_run_it(run: Path):
+    snapshot = vestige.load_run(run).snapshots[0]
+    data = io.BytesIO()
+    torch.save({"model": {}, "step": 0, "epoch": 0.0, "made": datetime.date(2026, 1, 1)}, data)
+    snapshot.path.write_bytes(data.getvalue())
+    checksum = snapshot.path.with_suffix(".sha256")
+    checksum.write_text(hashlib.sha256(data.getvalue()).hexdigest() + "\n")
+    with pytest.raises(DamagedFile) as caught:
+        vestige.load_run(run).load_model(snapshot)
+    message = str(caught.value)
+    assert "holds more than tensors" in message and "weights_only" not in message
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1.5 MB file system: room for the run's start, not for all its snapshots."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(disk)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield disk
+    subprocess.run(["umount", str(disk)])
+
+
+def test_a_full_disk_is_one_line_and_the_same_command_continues(small_disk: Path):
+    args = [*TINY, SNAPSHOTS, f"outputs={small_disk}"]
+    full = run_cli(args, small_disk.parent)
+    assert full.returncode == 1
+    (line,) = full.stderr.strip().splitlines()
+    assert line.startswith("error: no space left for ") and "run the same command again" in line
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    again = run_cli(args, small_disk.parent)
+    assert again.returncode == 0, again.stderr
+    (run_dir,) = (small_disk / "runs").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"

@@ -136,6 +136,7 @@ def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint(wor
     assert "became nan" in line or "became inf" in line
     (run_dir,) = (workdir / "outputs" / "runs").iterdir()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "diverged"
+    assert f"error: {line.removeprefix('error: ')}" in (run_dir / "log.txt").read_text()
     snapshot = vestige.load_run(run_dir).snapshots[0]
     weights = torch.load(snapshot.path, weights_only=True)["model"]
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())

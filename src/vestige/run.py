@@ -7,7 +7,9 @@ vestige-run data=fashion_mnist model=resnet18 trainer.epochs=3
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 import traceback
 
@@ -29,6 +31,8 @@ from vestige.train.loop import TrainingDiverged
 
 register_configs()
 register_resolvers()
+
+FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: nothing written is half-written
 
 
 def silence_log_file() -> None:
@@ -61,6 +65,19 @@ def hydra_main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:  # Ctrl-C outside training's clean stop (launch/signals.py)
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:
+        if err.errno not in FULL:
+            raise
+        print(
+            f"error: no space left for {err.filename or 'a file'} ({os.strerror(err.errno)}): "
+            "free some and run the same command again; it continues from its last intact "
+            "checkpoint",
+            file=sys.stderr,
+        )
+        if sweep is None:
+            sys.exit(1)
+        if records:
+            record_failure(sweep, err, recurs=False)
     except Exception as err:  # a crash: its traceback, and in a sweep the next point
         if sweep is None:
             raise

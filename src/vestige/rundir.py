@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -260,7 +261,13 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
             f"snapshot {path} is damaged: its SHA-256 differs from {checksum.name}; "
             "analyses can skip it (analysis.skip_damaged=true)"
         )
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["model"]
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["model"]
+    except pickle.UnpicklingError:
+        raise DamagedFile(
+            f"snapshot {path} holds more than tensors and plain values: vestige never runs the "
+            "code a file may carry, so it is not loaded"
+        ) from None
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

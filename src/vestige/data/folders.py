@@ -9,6 +9,7 @@ recognised as well.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.error import URLError
 
 import torch
 from torch.utils.data import Dataset
@@ -39,6 +40,12 @@ def read_cifar(cfg: DataConfig, classes: int, train: bool) -> tuple[Labelled, in
         raise ConfigError(
             f"CIFAR-{classes} not found in {root / dataset_class.base_folder}: "
             "set data.download=true, or data.root to the folder that holds it"
+        ) from None
+    except (OSError, URLError) as err:  # offline, or the server refused: nothing to train on
+        reason = getattr(err, "reason", None) or err.strerror or err
+        raise ConfigError(
+            f"data.download=true could not fetch CIFAR-{classes} into {root} ({reason}): "
+            "download it where there is a network and set data.root to it"
         ) from None
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
     return (images, torch.tensor(dataset.targets)), len(dataset.classes)

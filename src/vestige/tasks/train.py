@@ -222,9 +222,11 @@ def train(cfg: RunConfig) -> None:
         )
         try:
             rows = training.run()
-        except TrainingDiverged:
+        except TrainingDiverged as err:
             if main:
                 run.update_info(status="diverged")
+                with run.log.open("a") as log_file:  # the terminal gets it from run.py
+                    log_file.write(f"error: {err}\n")
             raise
         except Preempted as stopped:
             requeued = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,9 @@ def load_resume_file(path: Path) -> dict[str, Any] | None:
         return None
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message would advise weights_only=False: never
+        log.warning("skipping resume checkpoint %s: it holds more than tensors", path)
+        return None
     except Exception as err:  # noqa: BLE001 - any unreadable file is skipped the same way
         log.warning("skipping unreadable resume checkpoint %s (%s)", path, err)
         return None
