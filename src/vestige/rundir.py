@@ -171,6 +171,16 @@ class RunDir:
     lock = property(lambda self: self.path / "run.lock")
     report = property(lambda self: self.path / "report")
 
+    def remove_unstarted(self) -> None:
+        """Undo a start that failed before anything was trained: the lock and log go, and the
+        directory too if nothing else is in it (`hydra.run.dir` may name a folder of yours)."""
+        for made in (self.lock, self.log):
+            made.unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
     def read_info(self) -> dict[str, Any]:
         """run.json ({} before the run starts); DamagedFile if it is no longer valid JSON."""
         if not self.info.exists():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from omegaconf import OmegaConf
 import vestige
 from vestige import distributed
 from vestige.config import RunConfig
-from vestige.errors import ConfigError, DamagedFile, invalid
+from vestige.errors import DamagedFile, invalid
 from vestige.io import atomic_write_json, atomic_write_text
 from vestige.launch.signals import StopRequest
 from vestige.rundir import (
@@ -180,9 +179,9 @@ def train(cfg: RunConfig) -> None:
                 should_stop=stop.requested,
                 prefix=lambda ipe: shared_prefix(cfg, regularizers, ipe),
             )
-        except ConfigError:
+        except BaseException:  # a run that could not start leaves no directory behind
             if main and fresh:
-                shutil.rmtree(run.path, ignore_errors=True)
+                run.remove_unstarted()
             raise
         if main:
             atomic_write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
