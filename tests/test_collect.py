@@ -144,3 +144,10 @@ def test_a_sweep_in_progress_is_tabled_with_unstarted_points(workdir):
         "",
     )
     assert rows[1]["status"] == "complete" and float(rows[1]["eval_acc"]) > 0
+    # a folder of runs without a sweep record keeps only runs: its tables go to outputs/sweeps
+    runs = workdir / "outputs" / "runs"
+    plain = run_cli(["task=collect", f"sweep={runs}", "trainer.progress=plain"], workdir)
+    assert plain.returncode == 0, plain.stderr
+    assert sorted(p.name for p in runs.iterdir()) == [Path(rows[1]["run"]).name]
+    (tables,) = (workdir / "outputs" / "sweeps").glob("folder-*")
+    assert f"tables: {tables / 'collect.csv'}" in plain.stdout

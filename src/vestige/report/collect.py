@@ -148,17 +148,23 @@ def as_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def as_rich(rows: list[dict[str, Any]], title: str) -> Table:
+def as_rich(rows: list[dict[str, Any]], title: str, widest: int = 40) -> Table:
+    """The table on screen: a cell wider than `widest` (a list setting) is cut, with `…`; the
+    files keep it whole."""
     table = Table(title=title)
     for column in rows[0]:
         table.add_column(column, justify="left" if column in ("status", "run") else "right")
     for row in rows:
-        table.add_row(*(_cell(value) for value in row.values()))
+        cells = (_cell(value) for value in row.values())
+        table.add_row(*(c if len(c) <= widest else c[: widest - 1] + "…" for c in cells))
     return table
 
 
-def collect(folder: Path, progress: str | None = "auto") -> list[dict[str, Any]]:
-    """Write the sweep's tables into `folder` and show them; returns the per-point rows."""
+def collect(
+    folder: Path, progress: str | None = "auto", tables: Path | None = None
+) -> list[dict[str, Any]]:
+    """Write the tables of the sweep (or folder of runs) in `folder` into `tables` (default: the
+    folder itself) and show them; returns the per-point rows."""
     sweep = SweepDir(folder)
     runs = sweep.runs()
     failures = {run: sweep.read_failure(run) for run, _ in runs}
@@ -169,13 +175,14 @@ def collect(folder: Path, progress: str | None = "auto") -> list[dict[str, Any]]
     keys = varying_keys(points)
     show_defaults(points, keys)
     rows, groups = point_rows(points, keys), group_rows(points, keys)
-    atomic_write_text(sweep.collect_csv, table_text(rows))
-    atomic_write_text(sweep.collect_groups_csv, table_text(groups))
+    written = SweepDir(tables or folder)
+    atomic_write_text(written.collect_csv, table_text(rows))
+    atomic_write_text(written.collect_groups_csv, table_text(groups))
     failed = [
         f"- {p.run.name}: {failures[p.run]['error']}\n" for p in points if p.status == "failed"
     ]
     atomic_write_text(
-        sweep.collect_md,
+        written.collect_md,
         f"# {folder.name}\n\n## Runs\n\n{as_markdown(rows)}\n"
         f"## Means over seeds (±: half-width of the 95% t-interval)\n\n{as_markdown(groups)}"
         + (f"\n## Failed points\n\n{''.join(failed)}" if failed else ""),
@@ -184,7 +191,7 @@ def collect(folder: Path, progress: str | None = "auto") -> list[dict[str, Any]]
         console = Console(highlight=False, width=max(Console().width, 160))
         console.print(as_rich(rows, f"{folder.name}: {len(rows)} runs"))
         console.print(as_rich(groups, "means over seeds (±95%)"))
-        print(f"tables: {sweep.collect_csv}, {sweep.collect_md}")
+        print(f"tables: {written.collect_csv}, {written.collect_md}")
     return rows
 
 
