@@ -77,21 +77,23 @@ def selectivity_summary(run: Run, bn_stats: str = "running") -> Table | None:
     return read_table(store.folder / "summary.csv")
 
 
-def attention_table(run: Run, name: str, class_token: str) -> Table | None:
+def attention_table(run: Run, name: str, class_token: str = "renormalise") -> Table | None:
     """`gates` or `nonlocality` (analysis=attention): step, epoch, layer, head, value."""
     return read_table(attention_folder(run.path, class_token) / f"{name}.csv")
 
 
 def ablation_tables(
-    run: Run, settings: AblationConfig, bn_stats: str
+    run: Run, settings: AblationConfig | None = None, bn_stats: str = "running"
 ) -> tuple[Table | None, Table | None]:
-    """(ablation.csv, auc.csv) of analysis=ablation with these settings (each set of settings
-    writes to its own folder, see analysis/ablation/): columns in docs/outputs.md."""
+    """(ablation.csv, auc.csv) of analysis=ablation with these settings (None: the defaults;
+    each set of settings writes to its own folder, see analysis/ablation/): columns in
+    docs/outputs.md."""
+    settings = settings or OmegaConf.structured(AblationConfig)
     folder = results_folder(run.path, settings, bn_stats)
     return read_table(folder / "ablation.csv"), read_table(folder / "auc.csv")
 
 
-def linearity_tables(run: Run, bn_stats: str) -> dict[str, Table]:
+def linearity_tables(run: Run, bn_stats: str = "running") -> dict[str, Table]:
     """The table of each linear-regime probe the run has (analysis/linearity/), by probe."""
     folder = linearity_folder(run.path, bn_stats)
     tables = {p: read_table(folder / f"{p}.csv") for p in LINEARITY_PROBES}
