@@ -148,6 +148,39 @@ def warn_if_resumed_differently(
         )
 
 
+def record_start(run: RunDir, cfg: RunConfig, training: Training) -> None:
+    """config.yaml, and run.json with this invocation added to the run's history."""
+    atomic_write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
+    info = run.read_info()
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    invocation = {
+        "time": now,
+        "host": socket.gethostname(),
+        "world_size": training.world,
+        "device": str(training.device),
+        "threads": torch.get_num_threads(),
+        "command": sys.argv,
+    }
+    earlier = info.get("invocations", [])
+    if earlier:
+        warn_if_resumed_differently(earlier[-1], invocation, training.model)
+    run.update_info(
+        invocations=[*earlier, invocation],
+        status="running",
+        run_hash=run_hash(cfg),
+        identity=identity(cfg),
+        seed=cfg.seed,
+        created=info.get("created", now),
+        versions=versions(),
+        host=invocation["host"],
+        world_size=training.world,
+        device=invocation["device"],
+        dataset=training.dataset_info,
+        iterations_per_epoch=training.iterations_per_epoch,
+        command=sys.argv,
+    )
+
+
 def train(cfg: RunConfig) -> None:
     run = RunDir(HydraConfig.get().runtime.output_dir)
     main = distributed.is_main()
@@ -184,34 +217,7 @@ def train(cfg: RunConfig) -> None:
                 run.remove_unstarted()
             raise
         if main:
-            atomic_write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
-            info = run.read_info()
-            invocation = {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "host": socket.gethostname(),
-                "world_size": training.world,
-                "device": str(training.device),
-                "threads": torch.get_num_threads(),
-                "command": sys.argv,
-            }
-            earlier = info.get("invocations", [])
-            if earlier:
-                warn_if_resumed_differently(earlier[-1], invocation, training.model)
-            run.update_info(
-                invocations=[*earlier, invocation],
-                status="running",
-                run_hash=run_hash(cfg),
-                identity=identity(cfg),
-                seed=cfg.seed,
-                created=info.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-                versions=versions(),
-                host=socket.gethostname(),
-                world_size=training.world,
-                device=str(training.device),
-                dataset=training.dataset_info,
-                iterations_per_epoch=training.iterations_per_epoch,
-                command=sys.argv,
-            )
+            record_start(run, cfg, training)
         log.info(
             "%s %s on %s, %d rank(s)",
             "starting" if fresh else "continuing",
