@@ -9,6 +9,8 @@ to disk. The command line is read with Hydra's own argument parser.
 
 from __future__ import annotations
 
+from argparse import Namespace
+
 from hydra._internal.utils import get_args_parser
 from omegaconf import OmegaConf
 
@@ -20,14 +22,14 @@ from vestige.tasks.compose import compose_point, expand_sweep, is_hydra_override
 from vestige.tasks.directories import check_directory, working_directory
 
 
-def preflight(argv: list[str]) -> None:
+def preflight(argv: list[str]) -> tuple[Namespace, list[str]]:
     """Raise ConfigError for the first point of the command line that would fail (a print-only
     `--cfg` command too); a request for help or information, or a flag Hydra itself will refuse,
-    is left to Hydra."""
+    is left to Hydra. Returns the command line as Hydra's parser reads it."""
     args, unknown = get_args_parser().parse_known_args(argv)
     asks = (args.help, args.hydra_help, args.info, args.shell_completion)
     if any(asks) or unknown:
-        return
+        return args, unknown
     if not args.multirun:
         check_single_point(args.overrides)
     points = expand_sweep(sweep_overrides(args.overrides, args.multirun))
@@ -38,6 +40,7 @@ def preflight(argv: list[str]) -> None:
         check_job_directory(cfg, point)
     if any(is_hydra_override(o) for o in points[0]):
         compose_point(points[0], with_hydra=True)
+    return args, unknown
 
 
 def check_job_directory(cfg: RunConfig, point: list[str]) -> None:

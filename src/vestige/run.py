@@ -14,7 +14,6 @@ import sys
 import traceback
 
 import hydra
-from hydra._internal.utils import get_args_parser
 from omegaconf import DictConfig
 
 from vestige import distributed
@@ -50,7 +49,14 @@ def hydra_main(cfg: DictConfig) -> None:
     if distributed.launched_rank() != 0:
         silence_log_file()
     sweep = sweep_of_this_job()  # a point of a sweep fails alone: the sweep goes on
-    records = sweep is not None and distributed.launched_rank() == 0
+
+    def failed(err: BaseException, exit_code: int, recurs: bool) -> None:
+        """A single run ends with `exit_code`; a sweep's point is recorded and the sweep goes on."""
+        if sweep is None:
+            sys.exit(exit_code)
+        if distributed.launched_rank() == 0:
+            record_failure(sweep, err, recurs)
+
     try:
         check(cfg, world_size=distributed.launched_world_size())
         if sweep is not None and skip_failed(sweep, cfg.retry_failed):
@@ -58,10 +64,7 @@ def hydra_main(cfg: DictConfig) -> None:
         TASKS[cfg.task](cfg)
     except (ConfigError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
-        if sweep is None:
-            sys.exit(2 if isinstance(err, ConfigError) else 1)
-        if records:
-            record_failure(sweep, err, recurs=True)
+        failed(err, 2 if isinstance(err, ConfigError) else 1, recurs=True)
     except KeyboardInterrupt:  # Ctrl-C outside training's clean stop (launch/signals.py)
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -74,16 +77,12 @@ def hydra_main(cfg: DictConfig) -> None:
             "checkpoint",
             file=sys.stderr,
         )
-        if sweep is None:
-            sys.exit(1)
-        if records:
-            record_failure(sweep, err, recurs=False)
+        failed(err, 1, recurs=False)
     except Exception as err:  # a crash: its traceback, and in a sweep the next point
         if sweep is None:
             raise
         traceback.print_exc()
-        if records:
-            record_failure(sweep, err, recurs=False)
+        failed(err, 1, recurs=False)
     finally:
         distributed.destroy_process_group()
 
@@ -93,8 +92,7 @@ def main() -> None:
     export_torch_environment()  # SLURM tasks (srun) become DDP ranks, once, before anything
     argv = sys.argv[1:]
     try:
-        preflight(argv)
-        args, unknown = get_args_parser().parse_known_args(argv)
+        args, unknown = preflight(argv)
         if args.multirun and args.cfg and not unknown:  # Hydra cannot print a sweep's config
             print(sweep_preview(sweep_overrides(args.overrides, multirun=True)))
             return

@@ -25,7 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from vestige.config import RunConfig, defaults, flatten, identity_settings, model_schema
 from vestige.errors import ConfigError, DamagedFile
-from vestige.io import atomic_write_json, short_hash, step_file, step_files
+from vestige.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    short_hash,
+    step_file,
+    step_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +241,20 @@ def checksum_path(path: Path) -> Path:
     return path.with_suffix(".sha256")
 
 
+def write_with_checksum(path: Path, data: bytes) -> None:
+    """The file, then its SHA-256 beside it: a file without one was never finished."""
+    atomic_write_bytes(path, data)
+    atomic_write_text(checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
+
+
+def matches_checksum(path: Path, data: bytes) -> bool | None:
+    """Whether `data` (read from `path`) is what was written; None when no checksum was."""
+    checksum = checksum_path(path)
+    if not checksum.exists():
+        return None
+    return checksum.read_text().strip() == hashlib.sha256(data).hexdigest()
+
+
 def read_manifest(run: RunDir) -> list[dict[str, Any]]:
     """Snapshots of a run, sorted by step: [{"step", "epoch", "path"}] (path relative to run).
     Without a manifest, the snapshot files say which there are (with a warning)."""
@@ -265,10 +286,9 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise DamagedFile(f"snapshot {path} is listed in the run's manifest but missing")
     data = path.read_bytes()
-    checksum = checksum_path(path)
-    if checksum.exists() and checksum.read_text().strip() != hashlib.sha256(data).hexdigest():
+    if matches_checksum(path, data) is False:  # snapshots of older runs carry none
         raise DamagedFile(
-            f"snapshot {path} is damaged: its SHA-256 differs from {checksum.name}; "
+            f"snapshot {path} is damaged: its SHA-256 differs from {checksum_path(path).name}; "
             "analyses can skip it (analysis.skip_damaged=true)"
         )
     try:

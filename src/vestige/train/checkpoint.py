@@ -8,7 +8,6 @@ are listed in `manifest.json`. Every load uses `weights_only=True`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import pickle
@@ -19,8 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from vestige.io import atomic_write_bytes, atomic_write_json, atomic_write_text, step_file
-from vestige.rundir import RunDir, checksum_path, read_manifest, snapshot_path
+from vestige.io import atomic_write_json, step_file
+from vestige.rundir import (
+    RunDir,
+    checksum_path,
+    matches_checksum,
+    read_manifest,
+    snapshot_path,
+    write_with_checksum,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +41,9 @@ def save_snapshot(run: RunDir, model: torch.nn.Module, step: int, epoch: float) 
     """Write snapshots/step_N.pt, its .sha256, then list it in the manifest."""
     path = snapshot_path(run, step)
     entries = [s for s in read_manifest(run) if s["step"] != step]
-    data = _serialize({"model": model.state_dict(), "step": step, "epoch": epoch})
-    atomic_write_bytes(path, data)
-    atomic_write_text(checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
+    write_with_checksum(
+        path, _serialize({"model": model.state_dict(), "step": step, "epoch": epoch})
+    )
     entries.append({"step": step, "epoch": epoch, "path": str(path.relative_to(run.path))})
     atomic_write_json(run.manifest, {"snapshots": sorted(entries, key=lambda s: s["step"])})
 
@@ -76,9 +82,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_resume(run: RunDir, state: dict[str, Any], keep: int) -> Path:
     """Write resume/step_N.pt then its .sha256; keep the newest `keep` states."""
     path = step_file(run.resume, state["step"], ".pt")
-    data = _serialize(state)
-    atomic_write_bytes(path, data)
-    atomic_write_text(checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
+    write_with_checksum(path, _serialize(state))
     for old in sorted(run.resume.glob("step_*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
         checksum_path(old).unlink(missing_ok=True)
@@ -88,10 +92,8 @@ def save_resume(run: RunDir, state: dict[str, Any], keep: int) -> Path:
 def load_resume_file(path: Path) -> dict[str, Any] | None:
     """A resume state if its checksum matches and it loads; None (with a warning naming the
     file) if it is truncated, corrupted or unreadable."""
-    digest_file = checksum_path(path)
     data = path.read_bytes()
-    expected = digest_file.read_text().strip() if digest_file.exists() else None
-    if expected != hashlib.sha256(data).hexdigest():
+    if not matches_checksum(path, data):  # a state without its checksum was never finished
         log.warning("skipping damaged resume checkpoint %s (checksum missing or wrong)", path)
         return None
     try:

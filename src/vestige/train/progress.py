@@ -39,6 +39,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _bar(label: str, *fields: str) -> Progress:
+    """The live bar of training and of analyses: label, bar, their fields, time spent and left."""
+    texts = (TextColumn(field) for field in fields)
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        *texts,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
 class Reporter:
     """Progress output; `style` is rich, plain or none (auto picks rich only on a TTY)."""
 
@@ -53,14 +65,7 @@ class Reporter:
     def start(self, step: int, total: int, epochs: int) -> None:
         self.total, self.epochs = total, epochs
         if self.style == "rich":
-            self._progress = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.fields[stats]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
+            self._progress = _bar("train", "{task.completed}/{task.total}", "{task.fields[stats]}")
             self._progress.start()
             self._task = self._progress.add_task("train", total=total, completed=step, stats="")
 
@@ -132,13 +137,7 @@ class Countdown:
         self.started = self.last_line = clock()
         self._progress: Progress | None = None
         if style == "rich":
-            self._progress = Progress(
-                TextColumn(f"[bold]{label}"),
-                BarColumn(),
-                TextColumn("{task.fields[item]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
+            self._progress = _bar(label, "{task.fields[item]}")
             self._progress.start()
             self._task = self._progress.add_task(label, total=total, item="")
 
