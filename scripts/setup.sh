@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install vestige with its pinned torch; sourced by demo.sh and test.sh.
-# Re-running is cheap: pip runs again only when pyproject.toml has changed.
+# Create .venv (once) and install vestige with the tested torch and torchvision, pinned in
+# scripts/constraints.txt; sourced by demo.sh and test.sh. Re-running is cheap: pip runs again
+# only when pyproject.toml, constraints.txt or VESTIGE_TORCH_INDEX has changed.
+# VESTIGE_TORCH_INDEX=<index URL> takes torch and torchvision from that pip index instead, e.g.
+# https://download.pytorch.org/whl/cpu for PyTorch's CPU-only build (into a new .venv: pip keeps
+# a torch that is already installed).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
@@ -12,13 +16,17 @@ if [ ! -x "$root/.venv/bin/python" ]; then
   echo "creating $root/.venv with $("$python" --version)"
   "$python" -m venv "$root/.venv"
 fi
+constraints="$root/scripts/constraints.txt"
 stamp="$root/.venv/.vestige-installed"
-wanted="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+wanted="$( { cat "$root/pyproject.toml" "$constraints"; echo "${VESTIGE_TORCH_INDEX:-}"; } | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-  echo "installing vestige and its dependencies into .venv (torch==2.14.1, torchvision==0.29.1)"
+  echo "installing vestige and its dependencies into .venv ($(grep -v '^#' "$constraints" | xargs))"
   # (some machines' pip.conf names local indexes that may be absent: drop those warnings)
   quiet_pip() { "$root/.venv/bin/python" -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
   quiet_pip --upgrade pip
-  quiet_pip -e "$root[test]"
+  if [ -n "${VESTIGE_TORCH_INDEX:-}" ]; then
+    quiet_pip -c "$constraints" --index-url "$VESTIGE_TORCH_INDEX" torch torchvision
+  fi
+  quiet_pip -c "$constraints" -e "$root[test]"
   echo "$wanted" > "$stamp"
 fi

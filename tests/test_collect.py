@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY, run_cli
 
-from vestige.report.collect import Point, group_rows, mean_and_interval, varying_keys
+from vestige.report.collect import group_rows, mean_and_interval
+from vestige.results import Point, varying_keys
 from vestige.rundir import SweepDir, run_directory
 from vestige.tasks.compose import compose_point
 from vestige.tasks.sweep import write_record

@@ -14,19 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY, finished_run, run_cli
+from matplotlib.container import ErrorbarContainer
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
 from vestige.config import RunConfig
 from vestige.errors import ConfigError
 from vestige.report.build import build_report, render_figures
-from vestige.report.figures import FIGURES
-from vestige.report.grouping import group_by_seed, seed_band
+from vestige.report.figures import FIGURES, accuracy_curves, final_accuracy
+from vestige.report.grouping import group_by_seed, readable, seed_band
 from vestige.report.inputs import report_folder, report_runs
 from vestige.report.page import render_page
-from vestige.report.plotting import epoch_axis, panels
+from vestige.report.plotting import STYLES, epoch_axis, panels
+from vestige.report.ranges import band_edges
 from vestige.report.summaries import runs_table
-from vestige.report.tables import Curve, RunRecord, read_table, table_curve
+from vestige.report.tables import Curve, RunRecord, metric_curve, read_table, table_curve
 from vestige.rundir import run_name
 from vestige.tasks.checks import check
 from vestige.tasks.compose import compose_point
@@ -101,7 +103,7 @@ def test_a_snapshot_only_one_seed_reached_has_its_value_and_no_band():
 # --- grouping ------------------------------------------------------------------------------
 
 
-def test_runs_that_differ_only_in_seed_form_one_group_labelled_by_what_differs():
+def test_runs_that_differ_only_in_seed_form_one_group_named_by_what_differs():
     runs = [
         record("a", {"optim.lr": 0.05}, seed=0),
         record("b", {"optim.lr": 0.01}, seed=0),
@@ -110,26 +112,65 @@ def test_runs_that_differ_only_in_seed_form_one_group_labelled_by_what_differs()
     ]
     groups = group_by_seed(runs)
     assert [[run.name for run in g.runs] for g in groups] == [["a", "d", "c"], ["b"]]
-    assert [g.label for g in groups] == ["optim.lr=0.05", "optim.lr=0.01"]
+    assert [g.name for g in groups] == ["lr = 0.05", "lr = 0.01"]
+    assert [g.overrides for g in groups] == ["optim.lr=0.05", "optim.lr=0.01"]
 
 
-def test_a_group_that_keeps_a_varying_setting_at_its_default_is_labelled_with_the_default():
+def test_a_group_that_keeps_a_varying_setting_at_its_default_is_named_with_the_default():
     groups = group_by_seed([record("base", {}), record("low", {"optim.lr": 0.01})])
-    assert [g.label for g in groups] == ["optim.lr=0.1", "optim.lr=0.01"]
+    assert [g.name for g in groups] == ["lr = 0.1", "lr = 0.01"]
 
 
-def test_conditions_too_long_for_a_legend_are_numbered_and_keep_their_full_label():
-    alpha = [{"from": f"{k}ep", "until": f"{k + 5}ep", "alpha": -20.0} for k in range(3)]
-    groups = group_by_seed([record("a", {}), record("b", {"regularizer.alpha": alpha})])
-    assert [g.name for g in groups] == ["#1", "#2"]
-    assert groups[1].label.startswith("regularizer.alpha=[{from:0ep,until:5ep,alpha:-20.0},")
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("optim.lr", 0.1, "lr = 0.1"),
+        ("model.name", "deit_ti", "model = deit_ti"),
+        ("trainer.epochs", 90, "epochs = 90"),
+        ("regularizer.alpha", "-20@0ep..1ep", "alpha = -20, epochs 0-1"),
+        ("regularizer.alpha", "-20@5ep", "alpha = -20 from epoch 5"),
+        ("regularizer.alpha", -20.0, "alpha = -20"),
+        ("regularizer.alpha", 0.0, "baseline (alpha = 0)"),
+        ("regularizer.alpha", "-20@0it..100it", "alpha = -20, iterations 0-100"),
+        ("regularizer.alpha", "-20@1ep50it", "alpha = -20 from step 1ep50it"),
+        (
+            "regularizer.alpha",
+            [{"from": "0ep", "until": "5ep", "alpha": 0.0}, {"from": "5ep", "alpha": -20.0}],
+            "alpha = -20 from epoch 5",
+        ),
+        (
+            "regularizer.alpha",
+            [{"from": "0ep", "until": "1ep", "alpha": -20}, {"from": "5ep", "alpha": 10}],
+            "alpha = -20, epochs 0-1; 10 from epoch 5",
+        ),
+        (
+            "regularizer.alpha",
+            [{"from": "5ep", "ramp": "1ep", "alpha": -20.0}],
+            "alpha = -20 from epoch 5 (ramp 1ep from 0)",
+        ),
+    ],
+)
+def test_a_setting_reads_in_words(key, value, words):
+    assert readable(key, value) == words
+
+
+def test_conditions_are_named_in_words_with_their_overrides_in_the_table_and_configs():
+    groups = group_by_seed(
+        [record(f"base{s}", {}, seed=s) for s in (0, 1)]
+        + [record(f"reg{s}", {"regularizer.alpha": "-20@0ep..1ep"}, seed=s) for s in (0, 1)]
+    )
+    assert [g.name for g in groups] == ["baseline (alpha = 0)", "alpha = -20, epochs 0-1"]
+    figure = accuracy_curves(groups, STYLES["screen"])
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [g.name for g in groups]
     page = render_page("t", "", groups, [], [runs_table(groups)])
-    assert "<th>settings</th>" in page and f"<td>{groups[1].label}</td>" in page
+    assert "<th>settings</th>" in page and "<td>regularizer.alpha=-20@0ep..1ep</td>" in page
+    assert page.count("<code>regularizer.alpha=-20@0ep..1ep seed=1</code>") == 1
 
 
-def test_one_group_is_labelled_by_its_model_and_data():
+def test_one_group_is_named_by_its_model_and_data():
     groups = group_by_seed([record("resnet18-synthetic-0123456789", seed=s) for s in (0, 1)])
-    assert [g.label for g in groups] == ["resnet18-synthetic"]
+    assert [g.name for g in groups] == ["resnet18-synthetic"]
 
 
 def parent_run(folder: Path, run_hash: str, identity: dict) -> Path:
@@ -171,11 +212,108 @@ def test_rows_that_share_an_epoch_are_averaged_into_one_point():
     assert table_curve(gates, "gate", layer=7) is None
 
 
+def drawn_tick_labels(axes) -> list:
+    """The x tick labels matplotlib draws (ticks within the view), once the figure is drawn."""
+    low, high = sorted(axes.get_xlim())
+    ticks = zip(axes.get_xticks(), axes.xaxis.get_ticklabels(), strict=True)
+    return [label for tick, label in ticks if low <= tick <= high and label.get_text()]
+
+
+def overlapping_tick_labels(figure) -> list[tuple[str, str]]:
+    """Pairs of x tick labels of any panel whose drawn boxes overlap."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    pairs = []
+    for axes in figure.axes:
+        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in drawn_tick_labels(axes)]
+        pairs += [(a, b) for n, (a, box) in enumerate(boxes)
+                  for b, other in boxes[n + 1:] if box.overlaps(other)]  # fmt: skip
+    return pairs
+
+
+# every hundredth of the first tenth of an epoch, then on to epoch 90
+DENSE_EARLY = [0.0, *(k / 100 for k in range(1, 11)), 0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 20, 45, 90]
+
+
+@pytest.mark.parametrize("style", ["screen", "paper"])
+@pytest.mark.parametrize("epochs", [DENSE_EARLY, DENSE_EARLY[:12], [0.0, 0.001, 0.002, 0.003, 1]])
+def test_tick_labels_of_a_log_epoch_axis_never_overlap(style, epochs):
+    metrics = [{"step": n, "epoch": e, "eval_acc": 0.5, "eval_loss": 1.0, "train_loss": 1.0}
+               for n, e in enumerate(epochs)]  # fmt: skip
+    groups = group_by_seed([record("a", metrics=metrics)])
+    figure = accuracy_curves(groups, STYLES[style])
+    assert figure.axes[0].get_xscale() == "symlog"
+    assert overlapping_tick_labels(figure) == []
+    for axes in figure.axes:  # the start, the first epoch and later decades stay marked
+        labels = [label.get_text() for label in drawn_tick_labels(axes)]
+        assert labels[0] == "0" and len(labels) >= 3, labels
+        assert {"1", "10"} & set(labels) if max(epochs) >= 1 else True, labels
+
+
 def test_sub_epoch_snapshots_put_the_epoch_axis_on_a_log_scale():
     (sub_epoch,), (whole,) = panels(1), panels(1)
     epoch_axis(sub_epoch, [0.0, 0.25, 0.5, 1.0, 2.0])
     epoch_axis(whole, [0.0, 1.0, 2.0])
     assert (sub_epoch.get_xscale(), whole.get_xscale()) == ("symlog", "linear")
+
+
+def seeds_of(name: str, identity: dict, accuracies: list[list[float]]) -> list[RunRecord]:
+    """One run per seed with the given eval accuracies at epochs 0, 1, 2, ... (loss = acc)."""
+    return [
+        record(f"{name}{seed}", identity, seed=seed,
+               metrics=[{"step": n, "epoch": float(n), "eval_acc": a, "eval_loss": a}
+                        for n, a in enumerate(values)])
+        for seed, values in enumerate(accuracies)
+    ]  # fmt: skip
+
+
+def test_seed_bands_stay_within_the_values_a_quantity_can_take():
+    # at epoch 0 the mean is 0.02 and 2 SE is 0.02 * 2: unclipped, the band would reach -0.02;
+    # at epoch 1 the mean is 0.98 and would reach 1.02
+    groups = group_by_seed(
+        seeds_of("low", {}, [[0.0, 0.96], [0.04, 1.0]])
+        + seeds_of("lr", {"optim.lr": 0.01}, [[0.0, 0.9], [0.0, 1.0], [0.3, 0.95]])
+    )
+    mean, spread = seed_band_of(groups[0])
+    assert (mean - spread).min() < 0 and (mean + spread).max() > 1, "the data would go outside"
+    accuracy, loss = accuracy_curves(groups, STYLES["screen"]).axes
+    for axes, (low, high) in ((accuracy, (0, 1)), (loss, (0, np.inf))):
+        shaded = np.concatenate(
+            [path.vertices[:, 1] for band in axes.collections for path in band.get_paths()]
+        )
+        assert len(axes.collections) == 2 and low <= shaded.min() and shaded.max() <= high
+    (axes,) = final_accuracy(groups, STYLES["screen"]).axes
+    whiskers = [c.lines[2][0] for c in axes.containers if isinstance(c, ErrorbarContainer)]
+    bars = np.concatenate([segment[:, 1] for lines in whiskers for segment in lines.get_segments()])
+    assert bars.min() >= 0 and bars.max() <= 1
+
+
+def seed_band_of(group) -> tuple[np.ndarray, np.ndarray]:
+    band = seed_band([metric_curve(run, "eval_acc") for run in group.runs])
+    return band.mean, band.spread
+
+
+def test_a_band_is_clipped_to_its_range_but_never_past_its_mean():
+    lower, upper = band_edges(np.array([0.1, 0.5, 1.2]), np.array([0.3, 0.2, 0.1]), "si")
+    np.testing.assert_allclose(lower, [0.0, 0.3, 1.1])  # a mean above 1 keeps its own band
+    np.testing.assert_allclose(upper, [0.4, 0.7, 1.2])
+    lower, upper = band_edges(np.array([-2.0]), np.array([1.0]), "mu")  # mu is unbounded
+    assert (lower[0], upper[0]) == (-3.0, -1.0)
+
+
+def test_captions_say_what_the_band_is_and_over_how_many_seeds():
+    three = group_by_seed(seeds_of("a", {}, [[0.1, 0.5]] * 3))
+    (figure,) = render_figures(three)
+    assert "Shaded: mean ± 2 SE over 3 seeds" in figure.caption
+    mixed = group_by_seed(
+        seeds_of("a", {}, [[0.1, 0.5]] * 3) + seeds_of("b", {"optim.lr": 0.01}, [[0.1, 0.5]])
+    )
+    captions = {figure.name: figure.caption for figure in render_figures(mixed)}
+    assert "Shaded: mean ± 2 SE over 1-3 seeds per condition" in captions["accuracy"]
+    assert "none for a condition of one seed" in captions["accuracy"]
+    assert "Bars: mean ± 2 SE over 1-3 seeds" in captions["final_accuracy"]
+    (single,) = render_figures(group_by_seed([record("a")]))
+    assert single.caption.endswith("One seed per condition: no band.")
 
 
 def test_a_figure_whose_data_no_run_has_is_left_out():
@@ -217,7 +355,8 @@ def analysed(name: str, identity: dict, seed: int, gated: bool) -> RunRecord:
     )  # fmt: skip
 
 
-def test_every_figure_is_drawn_from_the_analysis_tables_of_two_conditions():
+@pytest.mark.parametrize("style", ["screen", "paper"])
+def test_every_figure_is_drawn_from_the_analysis_tables_of_two_conditions(style):
     groups = group_by_seed(
         [
             analysed("convit-a", {"model.name": "convit_ti"}, 0, gated=True),
@@ -225,7 +364,7 @@ def test_every_figure_is_drawn_from_the_analysis_tables_of_two_conditions():
             analysed("deit", {"model.name": "deit_ti"}, 0, gated=False),
         ]
     )
-    figures = render_figures(groups)
+    figures = render_figures(groups, STYLES[style])
     assert [figure.name for figure in figures] == [spec.name for spec in FIGURES]
     for figure in figures:
         assert_valid_png(figure.png)
@@ -266,6 +405,7 @@ def test_csv_columns_are_read_by_name_as_numbers_or_text(tmp_path):
         (["runs=[/no/such/run]"], "is not a run directory"),
         (["sweep=/no/such/sweep"], "no such directory"),
         (["run=/a", "runs=[/b]"], "got run and runs: set exactly one"),
+        (["report.style=poster"], "report.style='poster' is invalid: choose screen or paper"),
     ],
 )
 def test_report_inputs_are_checked_before_any_work(overrides, message, tmp_path):
@@ -344,6 +484,36 @@ def test_report_of_one_run_writes_its_page_and_pngs_into_the_run(two_seeds):
     assert sorted(pngs) == sorted(p.read_bytes() for p in folder.glob("*.png"))
     for png in pngs:
         assert_valid_png(png)
+    for pdf in ("accuracy.pdf", "selectivity.pdf"):  # each figure also as a vector file
+        assert (folder / pdf).read_bytes().startswith(b"%PDF")
+
+
+def pdf_page_size(data: bytes) -> tuple[float, float]:
+    """A one-page PDF's width and height in points."""
+    (box,) = re.findall(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", data)
+    return float(box[0]), float(box[1])
+
+
+def test_a_paper_style_report_draws_column_wide_figures_in_print_sizes(two_seeds, tmp_path):
+    _, (run, _) = two_seeds
+    out = tmp_path / "paper"
+    build_report(compose_point(["task=report", f"run={run}", "report.style=paper",
+                                f"report.out={out}"]))  # fmt: skip
+    for name in ("accuracy", "selectivity"):
+        width, _ = pdf_page_size((out / f"{name}.pdf").read_bytes())
+        assert width == 3.5 * 72, f"{name}.pdf is {width / 72} in wide, not a 3.5 in column"
+        height, png_width, _ = imread(out / f"{name}.png").shape
+        assert png_width == 3.5 * STYLES["paper"].dpi
+    screen = build_report(compose_point(["task=report", f"run={run}", f"report.out={tmp_path}"]))
+    width, _ = pdf_page_size((screen.parent / "accuracy.pdf").read_bytes())
+    assert width > 3.5 * 72 * 2  # three panels side by side on screen
+
+
+def test_paper_figures_have_print_font_sizes():
+    (axes, *_) = accuracy_curves(group_by_seed([record("a")]), STYLES["paper"]).axes
+    ticks = {label.get_fontsize() for label in axes.xaxis.get_ticklabels()}
+    sizes = {*ticks, axes.xaxis.label.get_fontsize(), axes.title.get_fontsize()}
+    assert sizes <= {8, 9} and axes.figure.get_figwidth() == 3.5
 
 
 def test_report_of_two_seeds_shows_them_as_one_condition(two_seed_page, two_seeds):

@@ -30,7 +30,7 @@ LAUNCHER = [
     "hydra.launcher.timeout_min=10",
 ]
 POINT = [*[o for o in TINY if not o.startswith("trainer.epochs")], "trainer.epochs=1"]
-SWEEP_TIMEOUT_S = 240
+SWEEP_TIMEOUT_S = 360
 
 
 def vestige(args: list[str], workdir: Path) -> subprocess.CompletedProcess:
@@ -112,7 +112,12 @@ def test_warning_signal_requeues_a_launcher_job_which_resumes_in_the_same_direct
 def test_two_srun_tasks_train_one_run_as_two_ranks(workdir):
     command = ["srun", "--ntasks=2", sys.executable, "-m", "vestige.run", *POINT]
     result = subprocess.run(
-        command, cwd=workdir, env=slurm_env(), capture_output=True, text=True, timeout=240
+        command,
+        cwd=workdir,
+        env=slurm_env(),
+        capture_output=True,
+        text=True,
+        timeout=SWEEP_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stderr
     (run,) = (workdir / "outputs" / "runs").iterdir()

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from vestige.results import Run, Snapshot, load_run  # noqa: E402
+from vestige.results import Run, Snapshot, Sweep, load_run, load_sweep  # noqa: E402
 
-__all__ = ["Run", "Snapshot", "load_run", "__version__"]
+__all__ = ["Run", "Snapshot", "Sweep", "load_run", "load_sweep", "__version__"]

@@ -18,7 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-TASKS = ("train", "analyze", "collect", "report")
+TASKS = ("train", "analyze", "collect", "report", "list")
 
 
 def setting(
@@ -263,10 +263,12 @@ class AnalysisConfig:
 
 @dataclass
 class ReportConfig:
-    """task=report: where the page and its figures go, and the page's title."""
+    """task=report: where the page and its figures go, the page's title, how figures look."""
 
     out: str | None = None  # null: <run>/report for one run, <outputs>/reports/<hash> for several
     title: str | None = None  # null: the run's name, or how many runs and conditions
+    # screen: sized for the page; paper: a paper's column (3.5 in wide, 8-9 pt text)
+    style: str = "screen"
 
 
 @dataclass
@@ -277,12 +279,12 @@ class RunConfig:
     or analysed, never what its training computes) and what a fork may change (train/fork.py).
     """
 
-    task: str = setting("train", identity=False)  # train | analyze | collect | report
+    task: str = setting("train", identity=False)  # train | analyze | collect | report | list
     seed: int = 0
     device: str = setting("auto", identity=False)  # auto | cpu | cuda | cuda:N
     outputs: str = setting("outputs", identity=False)
     run: str | None = setting(None, identity=False)  # analyze/report: the run directory to use
-    sweep: str | None = setting(None, identity=False)  # collect/report: a sweep directory
+    sweep: str | None = setting(None, identity=False)  # collect/report/list: a sweep directory
     # a resubmitted sweep skips the points that failed for a reason that would recur (a config
     # error, a diverged training); true runs them again
     retry_failed: bool = setting(False, identity=False)
@@ -302,12 +304,14 @@ class RunConfig:
 
 
 def register_configs() -> None:
-    """Make the schema known to Hydra: `config.yaml` and each group file extend these nodes."""
+    """Make the schema known to Hydra: `config.yaml` and each group file extend these nodes.
+    They are stored outside the groups (a group file names one as `/resnet_schema@_here_`), so
+    that `--help` and shell completion offer only the choices a user has."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    cs.store(group="model", name="resnet_schema", node=ResNetConfig)
-    cs.store(group="model", name="convit_schema", node=ConViTConfig)
-    cs.store(group="analysis", name="analysis_schema", node=AnalysisConfig)
+    cs.store(name="resnet_schema", node=ResNetConfig)
+    cs.store(name="convit_schema", node=ConViTConfig)
+    cs.store(name="analysis_schema", node=AnalysisConfig)
 
 
 MODEL_SCHEMAS = (ResNetConfig, ConViTConfig)

@@ -79,6 +79,26 @@ def check_same_run(run: RunDir, cfg: DictConfig | dict) -> None:
     )
 
 
+def condition_settings(identity: dict[str, Any], parent: Path | None) -> dict[str, Any]:
+    """A run's identity without `seed`, so that seeds of one condition compare equal; a fork's
+    `fork.parent` hash (which differs between the parent's seeds) replaced by the parent's own
+    condition (as `fork.parent.<key>`) when the parent directory is there and still that run."""
+    settings = {key: value for key, value in identity.items() if key != "seed"}
+    parent_hash = settings.get("fork.parent")
+    if parent_hash is None or parent is None:
+        return settings
+    info = RunDir(parent).read_info()
+    if info.get("run_hash") != parent_hash:
+        return settings
+    grandparent = OmegaConf.select(OmegaConf.load(RunDir(parent).config), "fork.from")
+    inherited = condition_settings(
+        info.get("identity", {}), Path(grandparent).expanduser() if grandparent else None
+    )
+    del settings["fork.parent"]
+    settings.update({f"fork.parent.{key}": value for key, value in inherited.items()})
+    return dict(sorted(settings.items()))
+
+
 def run_name(cfg: DictConfig | dict) -> str:
     """`<model>-<data>-<hash>`: readable in `ls`, unique per config."""
     tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
@@ -230,6 +250,34 @@ class RunDir:
                 handle.seek(0)
                 handle.truncate()
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def in_use(self) -> bool:
+        """Whether a process holds the run's lock now. The holder names itself in the lock file
+        and clears it on release, so an empty file is free without asking; flock is asked only
+        for a named holder, which may have been killed (its name stays, its lock does not)."""
+        try:
+            with open(self.lock) as handle:
+                if not handle.read().strip():
+                    return False
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                return False
+        except FileNotFoundError:
+            return False
+
+    def status(self) -> str:
+        """complete, stopped, preempted or diverged as run.json records it; running while a
+        process holds the lock; failed when run.json says running but no process does (a crash
+        or a kill); not started before run.json is written."""
+        recorded = self.read_info().get("status")
+        if recorded not in (None, "running"):
+            return recorded
+        if self.in_use():
+            return "running"
+        return "failed" if recorded else "not started"
 
 
 def snapshot_path(run: RunDir, step: int) -> Path:

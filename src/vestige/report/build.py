@@ -1,5 +1,6 @@
-"""task=report: read the runs, group their seeds, draw every figure that has data, and write the
-PNGs and index.html into the report folder (each file atomically, the page last)."""
+"""task=report: read the runs, group their seeds, draw every figure that has data in the chosen
+style, and write each as PNG and PDF and index.html into the report folder (each file atomically,
+the page last)."""
 
 from __future__ import annotations
 
@@ -10,24 +11,25 @@ from pathlib import Path
 import vestige
 from vestige.config import RunConfig
 from vestige.io import atomic_write_bytes, atomic_write_text
-from vestige.report.figures import FIGURES
+from vestige.report.figures import FIGURES, spread_caption
 from vestige.report.grouping import Group, group_by_seed
 from vestige.report.inputs import report_folder, report_runs
-from vestige.report.page import RenderedFigure, render_page
-from vestige.report.plotting import png_bytes
+from vestige.report.page import FIGURE_FORMATS, RenderedFigure, render_page
+from vestige.report.plotting import SCREEN, Style, figure_bytes, figure_style
 from vestige.report.summaries import ablation_auc_table, runs_table
 from vestige.report.tables import load_record
 
 
-def render_figures(groups: list[Group]) -> list[RenderedFigure]:
-    """Every figure of FIGURES whose data some run has, as PNG bytes."""
+def render_figures(groups: list[Group], style: Style = SCREEN) -> list[RenderedFigure]:
+    """Every figure of FIGURES whose data some run has, as PNG and PDF bytes, its caption
+    saying what its band is."""
     rendered = []
     for spec in FIGURES:
-        figure = spec.draw(groups)
+        figure = spec.draw(groups, style)
         if figure is not None:
-            rendered.append(
-                RenderedFigure(spec.name, spec.section, spec.caption, png_bytes(figure))
-            )
+            caption = f"{spec.caption} {spread_caption(groups, spec.spread)}"
+            files = {form: figure_bytes(figure, form) for form in FIGURE_FORMATS}
+            rendered.append(RenderedFigure(spec.name, spec.section, caption, files))
     return rendered
 
 
@@ -44,12 +46,14 @@ def build_report(cfg: RunConfig) -> Path:
     records = [load_record(path, cfg.get("analysis")) for path in runs]
     groups = group_by_seed(records)
     out = report_folder(cfg, runs)
-    figures = render_figures(groups)
+    figures = render_figures(groups, figure_style(cfg.report.style))
     for figure in figures:
-        atomic_write_bytes(out / f"{figure.name}.png", figure.png)
+        for form, data in figure.files.items():
+            atomic_write_bytes(out / f"{figure.name}.{form}", data)
     drawn = {figure.name for figure in figures}
     for stale in (spec.name for spec in FIGURES if spec.name not in drawn):
-        (out / f"{stale}.png").unlink(missing_ok=True)
+        for form in FIGURE_FORMATS:
+            (out / f"{stale}.{form}").unlink(missing_ok=True)
     tables = [runs_table(groups)]
     if (auc := ablation_auc_table(groups)) is not None:
         tables.append(auc)

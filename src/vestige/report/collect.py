@@ -4,44 +4,31 @@ Each row shows the settings that vary across the sweep, the run's status and its
 (accuracy, loss, mean class selectivity at the end and at its peak). Points that differ only in
 `seed` form a group; the second table gives each group's mean and the half-width of its 95%
 confidence interval (Student's t over seeds). Both tables are written to the sweep folder as
-`collect.csv` / `collect_groups.csv` and `collect.md`, and shown on screen.
+`collect.csv` / `collect_groups.csv` and `collect.md`, and shown on screen. The points are read
+by `vestige.results.Sweep`, which notebooks load with `vestige.load_sweep`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from vestige.config import RunConfig
 from vestige.errors import ConfigError
 from vestige.io import atomic_write_text, table_text
-from vestige.report.grouping import condition_settings, mean_and_spread
-from vestige.rundir import RunDir, SweepDir, read_metrics
+from vestige.report.grouping import mean_and_spread
+from vestige.results import Point, Sweep
+from vestige.rundir import SweepDir
 
-# the last evaluation's metrics, then the highest mean selectivity of the run
-LAST = ("eval_acc", "eval_acc5", "eval_loss", "train_loss", "si/mean")
 GROUPED = ("eval_acc", "eval_loss", "si/mean", "si/mean peak")
 # Student's t, two-sided 95%, for 1..30 degrees of freedom; the normal 1.96 beyond.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
-
-
-@dataclass
-class Point:
-    """One point of a sweep: what it sets, how far it got, what it measured."""
-
-    run: Path
-    settings: dict[str, Any]
-    status: str
-    epoch: float | None = None
-    metrics: dict[str, float | None] = field(default_factory=dict)
 
 
 def t95(dof: int) -> float:
@@ -52,65 +39,6 @@ def mean_and_interval(values: list[float]) -> tuple[float, float | None]:
     """Mean and the half-width of its 95% t-interval (None for a single value)."""
     mean, half_width = mean_and_spread(values, t95(max(len(values) - 1, 1)))
     return mean, None if math.isnan(half_width) else half_width
-
-
-def read_point(
-    run: Path, overrides: list[str] | None, failure: dict[str, Any] | None = None
-) -> Point:
-    """A point as far as it got: not started (or failed before its run began), running,
-    stopped, failed, complete."""
-    files = RunDir(run)
-    if not files.info.exists() or not files.config.exists():
-        settings = dict(o.lstrip("+~").split("=", 1) for o in overrides or [] if "=" in o)
-        status = "failed" if failure else "not started"
-        return Point(run, settings, status, metrics=dict.fromkeys((*LAST, "si/mean peak")))
-    info = files.read_info()
-    rows = read_metrics(files.metrics)
-    evaluated = [row for row in rows if row.get("eval_acc") is not None]
-    last = evaluated[-1] if evaluated else {}
-    si = [row["si/mean"] for row in rows if row.get("si/mean") is not None]
-    metrics = {key: last.get(key) for key in LAST}
-    metrics["si/mean peak"] = max(si) if si else None
-    parent = OmegaConf.select(OmegaConf.load(files.config), "fork.from")
-    # forks of the seeds of one baseline share a group (their parent hashes differ)
-    settings = condition_settings(
-        info.get("identity", {}), Path(parent).expanduser() if parent else None
-    )
-    settings["seed"] = info.get("seed", 0)
-    status = info.get("status", "unknown")
-    if failure and status != "complete":
-        status = "failed"
-    return Point(run, settings, status, last.get("epoch"), metrics)
-
-
-def varying_keys(points: list[Point]) -> list[str]:
-    """Settings whose value is not the same in every point (absent counts as a value)."""
-    keys = sorted({key for point in points for key in point.settings})
-    return [k for k in keys if len({str(p.settings.get(k)) for p in points}) > 1]
-
-
-def show_defaults(points: list[Point], keys: list[str]) -> None:
-    """A varying key that a run left at its default is absent from its identity: fill in the
-    value from the run's resolved config, so the table shows `0.1`, not a blank."""
-    for point in points:
-        config = RunDir(point.run).config
-        if config.exists():
-            resolved = OmegaConf.load(config)
-            for key in keys:
-                point.settings.setdefault(key, OmegaConf.select(resolved, key))
-
-
-def point_rows(points: list[Point], keys: list[str]) -> list[dict[str, Any]]:
-    return [
-        {
-            **{key: p.settings.get(key, "") for key in keys},
-            "status": p.status,
-            "epoch": p.epoch,
-            **p.metrics,
-            "run": p.run.name,
-        }
-        for p in points
-    ]
 
 
 def group_rows(points: list[Point], keys: list[str]) -> list[dict[str, Any]]:
@@ -165,21 +93,18 @@ def collect(
 ) -> list[dict[str, Any]]:
     """Write the tables of the sweep (or folder of runs) in `folder` into `tables` (default: the
     folder itself) and show them; returns the per-point rows."""
-    sweep = SweepDir(folder)
-    runs = sweep.runs()
-    failures = {run: sweep.read_failure(run) for run, _ in runs}
-    points = [read_point(run, overrides, failures[run]) for run, overrides in runs]
-    if not points:
+    sweep = Sweep(folder)
+    if not sweep.points:
         print(f"collect: no runs in {folder} yet")
         return []
-    keys = varying_keys(points)
-    show_defaults(points, keys)
-    rows, groups = point_rows(points, keys), group_rows(points, keys)
+    rows, groups = sweep.rows(), group_rows(sweep.points, sweep.varying)
     written = SweepDir(tables or folder)
     atomic_write_text(written.collect_csv, table_text(rows))
     atomic_write_text(written.collect_groups_csv, table_text(groups))
     failed = [
-        f"- {p.run.name}: {failures[p.run]['error']}\n" for p in points if p.status == "failed"
+        f"- {p.run.name}: {sweep.failures[p.run]['error']}\n"
+        for p in sweep.points
+        if p.status == "failed"
     ]
     atomic_write_text(
         written.collect_md,

@@ -13,29 +13,32 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
 
+from vestige.errors import ConfigError
 from vestige.report.tables import Curve, RunRecord
-from vestige.rundir import RunDir
+from vestige.results import setting_text
+from vestige.rundir import condition_settings
+from vestige.selectivity.alpha import KEY as ALPHA_KEY
+from vestige.selectivity.alpha import AlphaSchedule, AlphaWindow
+from vestige.step import Step
 
 BAND_SE = 2.0  # the band is mean +- 2 standard errors over seeds
-NAME_CHARS = 60  # longer labels are named #1, #2, ... in figures (the runs table has both)
 _ABSENT = object()
 
 
 @dataclass
 class Group:
-    """Runs of one condition (seeds), sorted by seed; `label` says what sets it apart, `name`
-    is the label or, when some label is too long for a legend, `#n`."""
+    """Runs of one condition (seeds), sorted by seed; `name` says in words what sets it apart
+    (figures and tables), `overrides` the same settings as written on the command line."""
 
     settings: dict[str, Any]
     runs: list[RunRecord]
-    label: str = ""
     name: str = ""
+    overrides: str = ""
 
     @property
     def seeds(self) -> list[int]:
@@ -53,28 +56,9 @@ class Band:
     count: np.ndarray
 
 
-def condition_settings(identity: dict[str, Any], parent: Path | None) -> dict[str, Any]:
-    """A run's identity without `seed`; a fork's `fork.parent` hash replaced by the parent's
-    settings (as `fork.parent.<key>`) when the parent directory is there and still that run."""
-    settings = {key: value for key, value in identity.items() if key != "seed"}
-    parent_hash = settings.get("fork.parent")
-    if parent_hash is None or parent is None:
-        return settings
-    info = RunDir(parent).read_info()
-    if info.get("run_hash") != parent_hash:
-        return settings
-    grandparent = OmegaConf.select(OmegaConf.load(RunDir(parent).config), "fork.from")
-    inherited = condition_settings(
-        info.get("identity", {}), Path(grandparent).expanduser() if grandparent else None
-    )
-    del settings["fork.parent"]
-    settings.update({f"fork.parent.{key}": value for key, value in inherited.items()})
-    return dict(sorted(settings.items()))
-
-
 def group_by_seed(records: Sequence[RunRecord]) -> list[Group]:
-    """Groups in the order their first run was given, each labelled by the settings that vary
-    between groups (or by its run's name when there is one group)."""
+    """Groups in the order their first run was given, each named by the settings that vary
+    between groups (or by its run's model and data when there is one group)."""
     groups: dict[str, Group] = {}
     for record in records:
         settings = condition_settings(record.identity, record.parent)
@@ -83,37 +67,87 @@ def group_by_seed(records: Sequence[RunRecord]) -> list[Group]:
     result = list(groups.values())
     for group in result:
         group.runs.sort(key=lambda run: run.seed)
-    labels = condition_labels(result)
-    short = all(len(label) <= NAME_CHARS for label in labels)
-    for n, (group, label) in enumerate(zip(result, labels, strict=True)):
-        group.label, group.name = label, label if short else f"#{n + 1}"
+    if len(result) == 1:
+        result[0].name = _model_and_data(result[0].runs[0].name)
+        return result
+    for group, shown in zip(result, varying_settings(result), strict=True):
+        group.name = ", ".join(readable(k, v) for k, v in shown.items()) or "defaults"
+        group.overrides = overrides_text(shown)
     return result
 
 
-def condition_labels(groups: Sequence[Group]) -> list[str]:
-    """`key=value` for every setting that is not the same in all groups; a group that left such
-    a key at its default shows the default (from its resolved config). What a fork inherits
-    from its parent (`fork.parent.*`) groups runs but is left out of labels."""
-    if len(groups) == 1:
-        return [_model_and_data(groups[0].runs[0].name)]
+def varying_settings(groups: Sequence[Group]) -> list[dict[str, Any]]:
+    """Per group, every setting that is not the same in all groups: its own value or, where it
+    left the key at its default, the default (from its resolved config); a key its config
+    lacks (`model.depth` of a ResNet) is left out. What a fork inherits from its parent
+    (`fork.parent.*`) groups runs but is not shown."""
     keys = sorted({k for g in groups for k in g.settings if not k.startswith("fork.parent.")})
-    shown = [{k: _setting(group, k) for k in keys} for group in groups]
-    varying = [k for k in keys if len({values[k] for values in shown}) > 1]
-    return [
-        " ".join(f"{k}={values[k]}" for k in varying if values[k] is not None) or "defaults"
-        for values in shown
-    ]
+    values = [{k: _setting(group, k) for k in keys} for group in groups]
+    varying = [k for k in keys if len({setting_text(shown[k]) for shown in values}) > 1]
+    return [{k: shown[k] for k in varying if shown[k] is not _ABSENT} for shown in values]
 
 
-def _setting(group: Group, key: str) -> str | None:
-    """The group's value of a setting as text; None where its config has no such key (e.g.
-    `model.depth` of a ResNet)."""
+def readable(key: str, value: Any) -> str:
+    """One setting in words for a legend: `optim.lr=0.1` -> `lr = 0.1`, `model.name=deit_ti`
+    -> `model = deit_ti` (the key's last part, or its section's for a `name`); an alpha
+    schedule in the paper's words (`alpha_words`)."""
+    if key == ALPHA_KEY:
+        return alpha_words(value)
+    section, _, last = key.rpartition(".")
+    word = section.rpartition(".")[2] if last == "name" and section else last
+    return f"{word} = {_short(value)}"
+
+
+def alpha_words(value: Any) -> str:
+    """`-20@0ep..1ep` -> `alpha = -20, epochs 0-1`; `-20@5ep` -> `alpha = -20 from epoch 5`;
+    several windows joined by `; `, windows of alpha 0 left out (alpha is 0 outside every
+    window), and no window left: `baseline (alpha = 0)`."""
+    try:
+        windows = AlphaSchedule.parse(value).windows
+    except ConfigError:
+        return f"alpha = {setting_text(value)}"
+    shown = [w for w in windows if w.alpha != 0 or w.alpha_start != 0]
+    if not shown:
+        return "baseline (alpha = 0)"
+    return "alpha = " + "; ".join(_window_words(window) for window in shown)
+
+
+def _window_words(window: AlphaWindow) -> str:
+    words = f"{window.alpha:g}"
+    if window.until is not None:
+        words += f", {_span(window.start, window.until)}"
+    elif window.start != Step():
+        words += f" from {_point(window.start)}"
+    if window.ramp != Step():
+        words += f" (ramp {window.ramp} from {window.alpha_start:g})"
+    return words
+
+
+def _point(step: Step) -> str:
+    if not step.iterations:
+        return f"epoch {step.epochs}"
+    return f"iteration {step.iterations}" if not step.epochs else f"step {step}"
+
+
+def _span(start: Step, until: Step) -> str:
+    if not (start.iterations or until.iterations):
+        return f"epochs {start.epochs}-{until.epochs}"
+    if not (start.epochs or until.epochs):
+        return f"iterations {start.iterations}-{until.iterations}"
+    return f"steps {start}-{until}"
+
+
+def overrides_text(settings: dict[str, Any]) -> str:
+    """Settings as written on the command line: `optim.lr=0.01 regularizer.alpha=-20@5ep`."""
+    return " ".join(f"{key}={setting_text(value)}" for key, value in settings.items())
+
+
+def _setting(group: Group, key: str) -> Any:
+    """The group's value of a setting; _ABSENT where its config has no such key."""
     if key in group.settings:
-        return _text(group.settings[key])
+        return group.settings[key]
     value = OmegaConf.select(group.runs[0].config, key, default=_ABSENT)
-    if value is _ABSENT:
-        return None
-    return _text(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def _model_and_data(name: str) -> str:
@@ -122,11 +156,9 @@ def _model_and_data(name: str) -> str:
     return name.rpartition("-")[0] or name
 
 
-def _text(value: Any) -> str:
-    """A setting as it is written on the command line: `[{from:5ep,alpha:-20.0}]`."""
-    if isinstance(value, list | dict):
-        return json.dumps(value, separators=(",", ":")).replace('"', "")
-    return str(value)
+def _short(value: Any) -> str:
+    """A setting for a reader: `-20` for -20.0, otherwise as on the command line."""
+    return f"{value:g}" if isinstance(value, float) else setting_text(value)
 
 
 def mean_and_spread(values: Sequence[float], errors: float = BAND_SE) -> tuple[float, float]:

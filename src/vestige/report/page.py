@@ -1,6 +1,6 @@
 """The report as one self-contained HTML page: figures embedded as base64 PNG data URIs, tables,
-and the resolved config of every run in a collapsible <details>. Nothing is loaded from
-elsewhere, so the file can be mailed, archived or opened offline and looks the same.
+and every run's settings as given and resolved config in a collapsible <details>. Nothing is
+loaded from elsewhere, so the file can be mailed, archived or opened offline and looks the same.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from vestige.report.grouping import Group
+from vestige.report.grouping import Group, overrides_text
 
+FIGURE_FORMATS = ("png", "pdf")  # each figure's files; the page embeds the PNG
 SECTIONS = ("Runs", "Class selectivity", "Accuracy", "Ablation", "Linear regime", "Attention")
 STYLE = """
 body { font-family: sans-serif; max-width: 1400px; margin: 1em auto; padding: 0 1em;
@@ -30,10 +31,14 @@ summary { cursor: pointer; }
 
 @dataclass(frozen=True)
 class RenderedFigure:
-    name: str  # the PNG file's stem
+    name: str  # the files' stem
     section: str
     caption: str
-    png: bytes
+    files: dict[str, bytes]  # FIGURE_FORMATS -> the figure in that format
+
+    @property
+    def png(self) -> bytes:
+        return self.files["png"]
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,11 @@ def png_data_uri(png: bytes) -> str:
 
 
 def figure_html(figure: RenderedFigure) -> str:
+    files = ", ".join(f"{figure.name}.{form}" for form in figure.files)
     return (
         f'<figure id="{escape(figure.name)}"><img src="{png_data_uri(figure.png)}" '
         f'alt="{escape(figure.caption)}"><figcaption>{escape(figure.caption)} '
-        f"({escape(figure.name)}.png)</figcaption></figure>"
+        f"({escape(files)})</figcaption></figure>"
     )
 
 
@@ -78,13 +84,16 @@ def _is_number(text: str) -> bool:
 
 
 def configs_html(groups: Sequence[Group]) -> str:
-    """Every run's config.yaml, folded, under the label of its group."""
+    """Every run's settings as given (what differs from the defaults, as on the command line)
+    and its config.yaml, folded, under the name of its group."""
     parts = []
     for group in groups:
         for run in group.runs:
+            given = overrides_text(run.identity) or "(the defaults)"
             parts.append(
                 f"<details><summary>{escape(run.name)} (seed {run.seed}, "
-                f"{escape(group.name)})</summary><pre>{escape(run.config_text)}</pre></details>"
+                f"{escape(group.name)})</summary><p>settings: <code>{escape(given)}</code></p>"
+                f"<pre>{escape(run.config_text)}</pre></details>"
             )
     return "\n".join(parts)
 

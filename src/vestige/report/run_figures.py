@@ -11,7 +11,7 @@ import numpy as np
 
 from vestige.analysis.attention import TABLES
 from vestige.io import atomic_write_bytes, read_rows
-from vestige.report.plotting import colour, epoch_axis, panels, png_bytes
+from vestige.report.plotting import colour, epoch_axis, figure_bytes, panels
 
 LABELS = {"gate": "sigmoid(gate): 1 = positional", "nonlocality": "nonlocality (patches)"}
 
@@ -37,7 +37,7 @@ def layer_means_png(rows: list[dict[str, str]], column: str, title: str) -> byte
     epoch_axis(axes, [float(row["epoch"]) for row in rows])
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=7, ncol=2)
-    return png_bytes(axes.figure)
+    return figure_bytes(axes.figure, "png")
 
 
 def attention_figures(folder: Path, run_name: str) -> None:

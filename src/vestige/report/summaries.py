@@ -26,13 +26,13 @@ def final_values(group: Group, key: str) -> list[float]:
 
 
 def runs_table(groups: Sequence[Group]) -> PageTable:
-    """One row per condition; the full settings get their own column where figures name the
-    conditions #1, #2, ..."""
-    named = any(group.name != group.label for group in groups)
+    """One row per condition: its name in words and, for several conditions, the settings
+    that tell them apart as written on the command line."""
+    named = any(group.overrides for group in groups)
     rows = [
         [
             group.name,
-            *([group.label] if named else []),
+            *([group.overrides] if named else []),
             ", ".join(str(seed) for seed in group.seeds),
             ", ".join(sorted({run.status for run in group.runs})),
             mean_text(final_values(group, "epoch")),

@@ -8,6 +8,7 @@ from typing import Any
 
 from vestige.tasks.analyze import analyze
 from vestige.tasks.collect import collect
+from vestige.tasks.listing import list_runs
 from vestige.tasks.report import report
 from vestige.tasks.train import train
 
@@ -16,4 +17,5 @@ TASKS: dict[str, Callable[[Any], None]] = {
     "analyze": analyze,
     "collect": collect,
     "report": report,
+    "list": list_runs,
 }

@@ -44,6 +44,7 @@ def check_analyze(cfg: RunConfig) -> None:
 
 
 def analyze(cfg: RunConfig) -> None:
+    """Measure the snapshots of a run (run=<dir>) with one analysis (analysis=<name>), resumably."""
     run = load_run(analysed_run(cfg))
     data = run.config.data
     splits = build_datasets(data, derive_seed(run.config.seed, "augment", scheme="sha256"))

@@ -9,6 +9,8 @@ from vestige.distributed import check_device
 from vestige.errors import ConfigError, invalid
 from vestige.report.collect import check_collect
 from vestige.report.inputs import report_runs
+from vestige.report.listing import check_list
+from vestige.report.plotting import figure_style
 from vestige.selectivity.checks import check_regularizer, check_selectivity
 from vestige.tasks.analyze import check_analyze
 from vestige.tasks.train import check_train
@@ -30,7 +32,10 @@ def check(cfg: RunConfig, world_size: int = 1, here: bool = True) -> None:
     if cfg.task == "collect":
         check_collect(cfg)
     if cfg.task == "report":
+        figure_style(cfg.report.style)
         report_runs(cfg)
+    if cfg.task == "list":
+        check_list(cfg)
     models.check(cfg.model)
     data.check(cfg.data)
     check_training(cfg, world_size)

@@ -11,7 +11,9 @@ from vestige.rundir import SweepDir
 
 
 def collect(cfg: RunConfig) -> None:
-    """A sweep's tables go into its folder; those of any other folder of runs (outputs/runs)
+    """One table of a sweep's points (sweep=<folder>): what each sets, its status and metrics.
+
+    A sweep's tables go into its folder; those of any other folder of runs (outputs/runs)
     into `<outputs>/sweeps/folder-<hash of its path>`, so run folders hold only runs."""
     folder = Path(cfg.sweep).expanduser().resolve()
     tables = None

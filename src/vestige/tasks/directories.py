@@ -11,13 +11,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from vestige.errors import ConfigError
 from vestige.report.inputs import report_folder
+from vestige.report.listing import listed_folder
 from vestige.rundir import run_directory, sweep_directory
 
 
 def working_directory(tree: dict[str, Any], absolute: bool = False) -> str:
-    """A report's folder for task=report, else the run (or sweep) directory of `run_directory`."""
+    """A report's folder for task=report, the folder listed for task=list (it writes nothing),
+    else the run (or sweep) directory of `run_directory`."""
     if tree.get("task") == "report":
         return str(report_folder(tree))
+    if tree.get("task") == "list":
+        return str(listed_folder(tree))
     return run_directory(tree, absolute)
 
 

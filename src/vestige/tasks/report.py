@@ -7,4 +7,5 @@ from vestige.report.build import build_report
 
 
 def report(cfg: RunConfig) -> None:
+    """Figures and one HTML page of a run (run=<dir>), several (runs=[...]) or a sweep (sweep=)."""
     print(f"report: {build_report(cfg)}")

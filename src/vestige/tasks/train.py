@@ -177,11 +177,13 @@ def record_start(run: RunDir, cfg: RunConfig, training: Training) -> None:
         device=invocation["device"],
         dataset=training.dataset_info,
         iterations_per_epoch=training.iterations_per_epoch,
+        total_steps=training.total,
         command=sys.argv,
     )
 
 
 def train(cfg: RunConfig) -> None:
+    """Train one run, or continue it, in the directory its config names (outputs/runs/<name>)."""
     run = RunDir(HydraConfig.get().runtime.output_dir)
     main = distributed.is_main()
     try:
