@@ -19,7 +19,7 @@ LAYERS = (
     ("reports", {"report"}),
     ("launchers", {"launch"}),
     ("tasks", {"tasks"}),
-    ("front door", {"run", "preflight", "__init__"}),
+    ("front door", {"run", "preflight", "choices", "__init__"}),
 )
 LEVEL = {component: level for level, (_, names) in enumerate(LAYERS) for component in names}
 FUNCTION_LEVEL_ALLOWED = {"tasks", "run", "preflight", "__init__"}

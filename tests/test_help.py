@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from vestige.choices import CHOICE_GROUPS
 from vestige.config import TASKS
-from vestige.run import CHOICE_GROUPS
 from vestige.tasks.compose import CONF_DIR
 
 SECTION = re.compile(r"^(\w+)=<name>: ")

@@ -12,12 +12,12 @@ import logging
 import os
 import sys
 import traceback
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vestige import distributed
+from vestige.choices import register_choices_resolver
 from vestige.config import register_configs
 from vestige.errors import ConfigError
 from vestige.launch.slurm import export_torch_environment
@@ -33,50 +33,6 @@ register_configs()
 register_resolvers()
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: nothing written is half-written
-# The groups `--help` lists, in this order, and what their choices are. The schemas are stored
-# outside the groups (config.py), and recipe / recipe_scale are the experiment presets' to pick
-# (docs/architecture.md, "Experiment presets"): neither is listed.
-CHOICE_GROUPS = (
-    ("experiment", "experiment presets, each at scale=laptop (the default) or scale=paper"),
-    ("model", "networks"),
-    ("data", "datasets"),
-    ("analysis", "analyses of a run's snapshots, for task=analyze"),
-    ("optim", "optimisers"),
-    ("sched", "learning-rate schedules"),
-    ("regularizer", "regularizers of the training loss"),
-    ("scale", "scales of an experiment preset"),
-)
-
-
-def first_comment(path: Path) -> str:
-    """A conf file's description: its first comment line (a `# @package` line is not one),
-    without the comma, semicolon or colon that continues it on the next."""
-    for line in path.read_text().splitlines():
-        if line.startswith("#") and not line.startswith("# @package"):
-            return line.lstrip("#").strip().rstrip(",;:")
-    return ""
-
-
-def described_choices() -> list[tuple[str, str, dict[str, str]]]:
-    """(key, what its choices are, {choice: one line}) for `task=` and each of CHOICE_GROUPS:
-    a task is described by its docstring's first line, a group's choice by its file."""
-    tasks = {name: (task.__doc__ or "").strip().partition("\n")[0] for name, task in TASKS.items()}
-    files = {group: sorted(CONF_DIR.glob(f"{group}/*.yaml")) for group, _ in CHOICE_GROUPS}
-    groups = [(g, what, {p.stem: first_comment(p) for p in files[g]}) for g, what in CHOICE_GROUPS]
-    return [("task", "what a command does (the default: train)", tasks), *groups]
-
-
-def choices_help() -> str:
-    """The list of `vestige-run --help` (conf/hydra/help/vestige.yaml), one line a choice."""
-    lines = []
-    for key, what, choices in described_choices():
-        width = max(map(len, choices))
-        lines += [f"{key}=<name>: {what}"]
-        lines += [f"  {name.ljust(width)}  {text}" for name, text in choices.items()]
-        lines += [""]
-    return "\n".join(lines).replace("$", "$$")  # Hydra then fills the template's $NAMES
-
-
 def silence_log_file() -> None:
     """Other ranks share rank 0's run directory but write nothing to it: drop the log file
     handler before it opens the file (it is configured with `delay: true`)."""
@@ -143,8 +99,7 @@ def main() -> None:
         if distributed.local_rank() == 0:  # every rank finds the same error: say it once
             print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    if not OmegaConf.has_resolver("vestige_choices"):
-        OmegaConf.register_new_resolver("vestige_choices", choices_help)
+    register_choices_resolver()
     hydra_main()
 
 
