@@ -17,6 +17,7 @@ TINY = [
     "trainer.batch_size=32",
     "trainer.epochs=2",
     "trainer.log_every=4",
+    "checkpoint.snapshots=[0it,every 1ep]",  # not the default run's dense first epoch
 ]
 
 

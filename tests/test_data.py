@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -15,18 +16,28 @@ from vestige.config import DataConfig, SyntheticConfig
 from vestige.data import DATASETS, DataSplits, build_datasets
 from vestige.data.idx import IDX_TYPES, read_idx
 from vestige.errors import ConfigError
+from vestige.tasks.compose import CONF_DIR as CONF
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+
+
+# the harder task of the default run (conf/data/synthetic.yaml), sizes aside
+DEFAULT_TASK = {
+    key: value
+    for key, value in OmegaConf.load(CONF / "data" / "synthetic.yaml")["synthetic"].items()
+    if not key.endswith("_size")
+}
 
 
 def synthetic_cfg(
     train_size: int = 200,
     eval_size: int = 100,
     prototype_seed: int = SyntheticConfig.prototype_seed,
+    task: dict | None = None,
     **data,
 ) -> DataConfig:
     synthetic = SyntheticConfig(
-        train_size=train_size, eval_size=eval_size, prototype_seed=prototype_seed
+        train_size=train_size, eval_size=eval_size, prototype_seed=prototype_seed, **(task or {})
     )
     return DataConfig(synthetic=synthetic, **data)
 
@@ -106,8 +117,9 @@ def test_synthetic_train_and_eval_images_differ() -> None:
     assert not torch.equal(all_items(splits.train)[0], all_items(splits.eval)[0])
 
 
-def test_synthetic_pixels_are_normalised() -> None:
-    images = all_items(build_datasets(synthetic_cfg(train_size=500), seed=0).train)[0]
+@pytest.mark.parametrize("task", [None, DEFAULT_TASK], ids=["prototypes", "with distractors"])
+def test_synthetic_pixels_are_normalised(task) -> None:
+    images = all_items(build_datasets(synthetic_cfg(train_size=500, task=task), seed=0).train)[0]
     assert abs(images.mean().item()) < 0.1
     assert 0.85 < images.std().item() < 1.15
 
@@ -126,6 +138,24 @@ def test_synthetic_classes_are_separable_by_their_mean_image() -> None:
     means = torch.stack([train_x[train_y == k].mean(0) for k in range(splits.num_classes)])
     nearest = torch.cdist(eval_x.flatten(1), means.flatten(1)).argmin(1)
     assert (nearest == eval_y).float().mean() > 0.5
+
+
+def nearest_mean_accuracy(task: dict | None) -> float:
+    splits = build_datasets(synthetic_cfg(train_size=2000, eval_size=500, task=task), seed=0)
+    train_x, train_y = all_items(splits.train)
+    eval_x, eval_y = all_items(splits.eval)
+    means = torch.stack([train_x[train_y == k].mean(0) for k in range(splits.num_classes)])
+    nearest = torch.cdist(eval_x.flatten(1), means.flatten(1)).argmin(1)
+    return (nearest == eval_y).float().mean().item()
+
+
+def test_shared_distractors_hide_the_class_signal_without_removing_it() -> None:
+    """The default run's task: the class means, which read the prototypes-only task almost
+    perfectly, read it only partly through the shared distractors (so training does not
+    saturate in a few steps), yet far above chance."""
+    easy, hard = nearest_mean_accuracy(None), nearest_mean_accuracy(DEFAULT_TASK)
+    assert easy > 0.9
+    assert 0.2 < hard < easy - 0.3
 
 
 # --- limits and eval split ------------------------------------------------------------------

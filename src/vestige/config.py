@@ -64,12 +64,18 @@ class ConViTConfig:
 
 @dataclass
 class SyntheticConfig:
-    """The built-in dataset: class prototypes plus noise, generated from the seed, no files."""
+    """The built-in dataset: class prototypes seen through shared distractors and noise,
+    generated from the seed, no files (data/synthetic.py). These defaults are the first
+    version's (prototypes and noise only, saturating fast); conf/data/synthetic.yaml sets the
+    harder task the default run uses."""
 
     train_size: int = 2000
     eval_size: int = 500
     noise: float = 0.6
     prototype_seed: int = 1234
+    prototype_scale: float = 1.0  # amplitude of the class signal
+    distractors: int = 0  # smooth patterns shared by every class (0: none)
+    distractor_scale: float = 0.0  # amplitude of each image's mix of them
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`load_run(path)`: a finished or running run, and `load_sweep(path)`: the points of a sweep, for
 notebooks, analyses and reports.
 
-run = vestige.load_run("outputs/runs/resnet18-synthetic-e2e43e2ae9")
+run = vestige.load_run("outputs/runs/resnet18-synthetic-22b77fd37a")
 run.metrics[-1]["eval_acc"]
 model = run.load_model(run.snapshots[0])
 vestige.load_sweep("outputs/sweeps/sweep-0123456789").frame()

@@ -72,6 +72,9 @@ def check(cfg: DataConfig) -> None:
         raise invalid(
             "data.randaugment", True, "RandAugment needs uint8 images: not data=synthetic"
         )
+    for key in ("noise", "prototype_scale", "distractors", "distractor_scale"):
+        if getattr(cfg.synthetic, key) < 0:
+            raise invalid(f"data.synthetic.{key}", getattr(cfg.synthetic, key), "use 0 or more")
     for key in ("random_erasing", "mixup", "cutmix"):
         if getattr(cfg, key) < 0 or (key == "random_erasing" and cfg.random_erasing > 1):
             fix = "use 0 (off) or a positive value (erasing: <= 1)"

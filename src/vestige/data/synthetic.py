@@ -1,4 +1,10 @@
-"""The built-in dataset: one smooth random prototype per class, shifted a little, plus noise.
+"""The built-in dataset: one smooth random prototype per class, shifted a little, seen through a
+random mix of smooth patterns that every class shares (distractors), plus noise.
+
+Prototypes alone are learnt in a few dozen steps and the task saturates; shared distractors
+stronger than the class signal make the network first pick up the prototypes (its early layers'
+units turn class-selective) and then learn to see past the distractors, so accuracy climbs over
+the whole run and the early stages' selectivity rises, then recedes (docs/science.md §1).
 
 Everything is generated from `cfg.synthetic` alone (not the run seed), so runs that differ only in
 seed see the same images, and the same config always gives bitwise the same tensors. Labels are
@@ -18,15 +24,30 @@ from vestige.data.tensors import tensor_splits
 from vestige.seeding import derive_seed
 
 
-def class_prototypes(num_classes: int, channels: int, size: int, seed: int) -> torch.Tensor:
-    """K x C x size x size images, each bicubically upsampled coarse noise with mean 0, std 1."""
-    generator = torch.Generator().manual_seed(derive_seed("synthetic-prototypes", seed))
+def smooth_patterns(
+    count: int, channels: int, size: int, generator: torch.Generator
+) -> torch.Tensor:
+    """count x C x size x size images: bicubically upsampled coarse noise, mean 0, std 1 each."""
     coarse_size = max(2, size // 8)
-    coarse = torch.randn(num_classes, channels, coarse_size, coarse_size, generator=generator)
+    coarse = torch.randn(count, channels, coarse_size, coarse_size, generator=generator)
     smooth = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
     flat = smooth.flatten(1)
     flat = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True)
     return flat.view_as(smooth)
+
+
+def class_prototypes(num_classes: int, channels: int, size: int, seed: int) -> torch.Tensor:
+    """One smooth pattern per class (K x C x size x size)."""
+    generator = torch.Generator().manual_seed(derive_seed("synthetic-prototypes", seed))
+    return smooth_patterns(num_classes, channels, size, generator)
+
+
+def distractor_mix(patterns: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """`count` images, each a random Gaussian combination of the shared `patterns` with unit
+    expected variance per pixel: structure that says nothing about the class."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.randn(count, len(patterns), generator=generator) / math.sqrt(len(patterns))
+    return torch.einsum("np,pchw->nchw", weights, patterns)
 
 
 def sample_images(
@@ -57,12 +78,25 @@ def build_synthetic(cfg: DataConfig, seed: int) -> DataSplits:
     max_shift = max(1, size // 16)
     canvas = size + 2 * max_shift
     prototypes = class_prototypes(cfg.num_classes, channels, canvas, spec.prototype_seed)
+    prototypes = spec.prototype_scale * prototypes
+    distractors = None
+    if spec.distractors:
+        generator = torch.Generator().manual_seed(
+            derive_seed("synthetic-distractors", spec.prototype_seed)
+        )
+        distractors = smooth_patterns(spec.distractors, channels, size, generator)
 
     def sample(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         stream = derive_seed("synthetic-samples", spec.prototype_seed, split)
-        return sample_images(prototypes, count, size, spec.noise, stream)
+        images, labels = sample_images(prototypes, count, size, spec.noise, stream)
+        if distractors is not None:
+            mix = derive_seed("synthetic-distractor-mix", spec.prototype_seed, split)
+            images += spec.distractor_scale * distractor_mix(distractors, count, mix)
+        return images, labels
 
     train, test = sample("train", spec.train_size), sample("test", spec.eval_size)
-    # prototypes have unit variance and the noise is independent: this makes pixels ~N(0, 1)
-    std = math.sqrt(1 + spec.noise**2)
+    # prototypes, distractor mixes and noise are independent with variances scale^2 and noise^2
+    # per pixel: this makes pixels ~N(0, 1)
+    scales = [spec.prototype_scale, spec.distractor_scale if spec.distractors else 0.0]
+    std = math.sqrt(sum(scale**2 for scale in scales) + spec.noise**2)
     return tensor_splits(cfg, seed, train, test, [0.0], [std], cfg.num_classes)

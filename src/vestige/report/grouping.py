@@ -151,7 +151,7 @@ def _setting(group: Group, key: str) -> Any:
 
 
 def _model_and_data(name: str) -> str:
-    """`resnet18-synthetic-e2e43e2ae9` -> `resnet18-synthetic` (the hash says nothing to a
+    """`resnet18-synthetic-22b77fd37a` -> `resnet18-synthetic` (the hash says nothing to a
     reader; the seeds of one group have different hashes anyway)."""
     return name.rpartition("-")[0] or name
 

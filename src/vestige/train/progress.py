@@ -16,22 +16,29 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-# (metrics key, heading, format); each column is as wide as its heading or its values
-ROW_COLUMNS = [
+Column = tuple[str, str, str]  # (metrics key, heading, format)
+# the columns of every evaluation's row; the selectivity of each stage goes between the two
+# lists, so that its rise and fall in the first epoch reads down the table (docs/science.md §1)
+LEADING_COLUMNS: list[Column] = [
     ("step", "step", "d"),
     ("epoch", "epoch", ".2f"),
     ("train_loss", "train loss", ".4f"),
     ("train_acc", "train acc", ".4f"),
     ("eval_loss", "eval loss", ".4f"),
     ("eval_acc", "eval acc", ".4f"),
-    ("si/mean", "SI mean", ".4f"),
-    ("img_per_s", "img/s", ".0f"),
 ]
-_WIDTH = 10
+TRAILING_COLUMNS: list[Column] = [("si/mean", "SI mean", ".4f"), ("img_per_s", "img/s", ".0f")]
+_WIDTH = 7  # at least; a column is as wide as its heading
 
 
-def _format(value: Any, spec: str) -> str:
-    return ("-" if value is None else format(value, spec)).rjust(_WIDTH)
+def row_columns(row: dict[str, Any]) -> list[Column]:
+    """The columns of a run's rows: the fixed ones and `SI <stage>` for each stage measured."""
+    stages = [key for key in row if key.startswith("si/") and key != "si/mean"]
+    return [*LEADING_COLUMNS, *((key, f"SI {key[3:]}", ".4f") for key in stages), *TRAILING_COLUMNS]
+
+
+def _format(value: Any, spec: str, width: int = _WIDTH) -> str:
+    return ("-" if value is None else format(value, spec)).rjust(width)
 
 
 def _duration(seconds: float) -> str:
@@ -60,7 +67,7 @@ class Reporter:
         self.style = style if enabled else "none"
         self._progress: Progress | None = None
         self._task: Any = None
-        self._header_done = False
+        self._columns: list[Column] | None = None
 
     def start(self, step: int, total: int, epochs: int) -> None:
         self.total, self.epochs = total, epochs
@@ -93,10 +100,15 @@ class Reporter:
         if self.style == "none":
             return
         lines = []
-        if not self._header_done:
-            lines.append("  ".join(title.rjust(_WIDTH) for _, title, _ in ROW_COLUMNS))
-            self._header_done = True
-        lines.append("  ".join(_format(row.get(key), spec) for key, _, spec in ROW_COLUMNS))
+        if self._columns is None:
+            self._columns = row_columns(row)
+            lines.append("  ".join(title.rjust(_WIDTH) for _, title, _ in self._columns))
+        lines.append(
+            "  ".join(
+                _format(row.get(key), spec, max(_WIDTH, len(title)))
+                for key, title, spec in self._columns
+            )
+        )
         self.message("\n".join(lines))
 
     def message(self, text: str) -> None:
@@ -194,10 +206,11 @@ class Countdown:
 
 def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for _, heading, _ in ROW_COLUMNS:
+    columns = row_columns(rows[0]) if rows else [*LEADING_COLUMNS, *TRAILING_COLUMNS]
+    for _, heading, _ in columns:
         table.add_column(heading, justify="right")
     for row in rows:
-        table.add_row(*(_format(row.get(key), spec).strip() for key, _, spec in ROW_COLUMNS))
+        table.add_row(*(_format(row.get(key), spec).strip() for key, _, spec in columns))
     return table
 
 
