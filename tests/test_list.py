@@ -50,7 +50,8 @@ def sections(text: str) -> dict[str, dict[str, dict[str, str]]]:
         elif not header:
             header = re.split(r" {2,}", line)
         else:
-            cells = dict(zip(header, re.split(r" {2,}", line), strict=True))
+            values = re.split(r" {2,}", line)  # an empty last cell (no settings) is cut off
+            cells = dict(zip(header, values + [""] * (len(header) - len(values)), strict=True))
             rows[cells["run"]] = cells
     return found
 
@@ -98,6 +99,15 @@ def test_a_run_whose_process_is_gone_is_failed_not_running(outputs: Path, capsys
     (crashed / "run.lock").write_text("pid 1234 on a-node-that-was-lost\n")
     show_listing(outputs, "plain")
     assert runs_of(sections(capsys.readouterr().out))[crashed.name]["status"] == "failed"
+
+
+def test_a_run_with_a_damaged_run_json_is_listed_as_damaged_beside_the_others(outputs, capsys):
+    damaged = with_status(outputs, "complete")
+    (damaged / "run.json").write_text('{"status": "compl')  # cut short, as by a full disk
+    show_listing(outputs, "plain")
+    runs = runs_of(sections(capsys.readouterr().out))
+    assert runs[damaged.name]["status"] == "damaged" and runs[damaged.name]["step"] == "?"
+    assert "diverged" in {row["status"] for row in runs.values()}
 
 
 def test_a_sweep_shows_each_point_with_its_status(outputs: Path, capsys):

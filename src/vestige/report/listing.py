@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from vestige.errors import ConfigError
+from vestige.errors import ConfigError, DamagedFile
 from vestige.results import Point, Sweep, read_point, setting_text
 from vestige.rundir import RunDir, SweepDir
 
@@ -57,7 +57,9 @@ def last_touched(run: Path) -> str:
 
 def progress(point: Point) -> str:
     """`<step>/<total>`: the step a stopped or finished run recorded, or of its last evaluation
-    (a running run's); `-` before the run starts."""
+    (a running run's); `-` before the run starts, `?` when its run.json cannot be read."""
+    if point.status == "damaged":
+        return "?"
     info = RunDir(point.run).read_info()
     if not info:
         return "-"
@@ -87,10 +89,19 @@ def row(point: Point, keys: list[str]) -> dict[str, str]:
     }
 
 
+def listed_point(run: Path) -> Point:
+    """A run as read for collect; one whose run.json is damaged is listed as damaged rather than
+    stopping the whole listing (its own commands say what is wrong with it)."""
+    try:
+        return read_point(run, None)
+    except DamagedFile:
+        return Point(run, {}, "damaged", None, {})
+
+
 def runs_section(folder: Path) -> Section:
     """Every run directory below `folder`, the most recently touched last, each with its own
     settings."""
-    points = [read_point(run, None) for run, _ in SweepDir(folder).runs()]
+    points = [listed_point(run) for run, _ in SweepDir(folder).runs()]
     rows = sorted((row(p, list(p.settings)) for p in points), key=lambda r: r["touched"])
     return f"runs in {folder}: {len(rows)}", rows
 
