@@ -127,11 +127,12 @@ def test_a_group_that_keeps_a_varying_setting_at_its_default_is_named_with_the_d
         ("optim.lr", 0.1, "lr = 0.1"),
         ("model.name", "deit_ti", "model = deit_ti"),
         ("trainer.epochs", 90, "epochs = 90"),
-        ("regularizer.alpha", "-20@0ep..1ep", "alpha = -20, epochs 0-1"),
+        ("regularizer.alpha", "-20@0ep..1ep", "alpha = -20 in epoch 0"),
+        ("regularizer.alpha", "-20@0ep..5ep", "alpha = -20 in epochs 0-4"),
         ("regularizer.alpha", "-20@5ep", "alpha = -20 from epoch 5"),
         ("regularizer.alpha", -20.0, "alpha = -20"),
         ("regularizer.alpha", 0.0, "baseline (alpha = 0)"),
-        ("regularizer.alpha", "-20@0it..100it", "alpha = -20, iterations 0-100"),
+        ("regularizer.alpha", "-20@0it..100it", "alpha = -20 in iterations 0-99"),
         ("regularizer.alpha", "-20@1ep50it", "alpha = -20 from step 1ep50it"),
         (
             "regularizer.alpha",
@@ -141,7 +142,7 @@ def test_a_group_that_keeps_a_varying_setting_at_its_default_is_named_with_the_d
         (
             "regularizer.alpha",
             [{"from": "0ep", "until": "1ep", "alpha": -20}, {"from": "5ep", "alpha": 10}],
-            "alpha = -20, epochs 0-1; 10 from epoch 5",
+            "alpha = -20 in epoch 0; 10 from epoch 5",
         ),
         (
             "regularizer.alpha",
@@ -159,7 +160,7 @@ def test_conditions_are_named_in_words_with_their_overrides_in_the_table_and_con
         [record(f"base{s}", {}, seed=s) for s in (0, 1)]
         + [record(f"reg{s}", {"regularizer.alpha": "-20@0ep..1ep"}, seed=s) for s in (0, 1)]
     )
-    assert [g.name for g in groups] == ["baseline (alpha = 0)", "alpha = -20, epochs 0-1"]
+    assert [g.name for g in groups] == ["baseline (alpha = 0)", "alpha = -20 in epoch 0"]
     figure = accuracy_curves(groups, STYLES["screen"])
     (legend,) = figure.legends
     assert [text.get_text() for text in legend.get_texts()] == [g.name for g in groups]

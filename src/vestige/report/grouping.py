@@ -99,7 +99,8 @@ def readable(key: str, value: Any) -> str:
 
 
 def alpha_words(value: Any) -> str:
-    """`-20@0ep..1ep` -> `alpha = -20, epochs 0-1`; `-20@5ep` -> `alpha = -20 from epoch 5`;
+    """`-20@0ep..5ep` -> `alpha = -20 in epochs 0-4` (a window ends where its last epoch does,
+    docs/science.md §3); `-20@5ep` -> `alpha = -20 from epoch 5`;
     several windows joined by `; `, windows of alpha 0 left out (alpha is 0 outside every
     window), and no window left: `baseline (alpha = 0)`."""
     try:
@@ -115,7 +116,7 @@ def alpha_words(value: Any) -> str:
 def _window_words(window: AlphaWindow) -> str:
     words = f"{window.alpha:g}"
     if window.until is not None:
-        words += f", {_span(window.start, window.until)}"
+        words += f" {_span(window.start, window.until)}"
     elif window.start != Step():
         words += f" from {_point(window.start)}"
     if window.ramp != Step():
@@ -130,11 +131,14 @@ def _point(step: Step) -> str:
 
 
 def _span(start: Step, until: Step) -> str:
+    """The window's epochs or iterations counted inclusively, as the papers name them."""
     if not (start.iterations or until.iterations):
-        return f"epochs {start.epochs}-{until.epochs}"
-    if not (start.epochs or until.epochs):
-        return f"iterations {start.iterations}-{until.iterations}"
-    return f"steps {start}-{until}"
+        first, last, unit = start.epochs, until.epochs - 1, "epoch"
+    elif not (start.epochs or until.epochs):
+        first, last, unit = start.iterations, until.iterations - 1, "iteration"
+    else:
+        return f"from step {start} until {until}"
+    return f"in {unit} {first}" if first == last else f"in {unit}s {first}-{last}"
 
 
 def overrides_text(settings: dict[str, Any]) -> str:
