@@ -75,6 +75,16 @@ def test_hydras_own_help_is_still_there(tmp_path: Path):
     assert "--multirun" in result.stdout and "--shell-completion" in result.stdout
 
 
+def test_hydras_own_config_prints_resolved_without_a_run_to_name(tmp_path: Path):
+    """`--cfg hydra --resolve` shows Hydra's node alone: the folders the run's config would name
+    are said in words, where they used to be a traceback."""
+    result = run_cli(["--cfg", "hydra", "--resolve"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "dir: <the run directory its config names>" in result.stdout
+    assert "dir: <the sweep folder its overrides name>" in result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
 def completions(line: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """What bash offers for `line`: the installed completion function asks `-sc query=bash`
     with the shell's command line in COMP_LINE."""

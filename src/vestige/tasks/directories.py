@@ -48,18 +48,25 @@ def register_resolvers() -> None:
     the directory named by the config, see `working_directory`; `${vestige_sweep_dir:}`
     (hydra.sweep.dir): the sweep's own folder, see `rundir.sweep_directory`."""
 
-    def task_tree(root: DictConfig) -> dict:
+    def job_directory(root: DictConfig, absolute: bool) -> str:
+        if "model" not in root:  # `--cfg hydra --resolve` resolves Hydra's node on its own
+            return "<the run directory its config names>"
         task = {key: root[key] for key in root if key != "hydra"}
-        return OmegaConf.to_container(OmegaConf.create(task), resolve=True)
+        tree = OmegaConf.to_container(OmegaConf.create(task), resolve=True)
+        return working_directory(tree, absolute)
 
     if not OmegaConf.has_resolver("vestige_run_dir"):
         OmegaConf.register_new_resolver(
-            "vestige_run_dir", lambda *, _root_: working_directory(task_tree(_root_))
+            "vestige_run_dir", lambda *, _root_: job_directory(_root_, False)
         )
         OmegaConf.register_new_resolver(
-            "vestige_run_subdir", lambda *, _root_: working_directory(task_tree(_root_), True)
+            "vestige_run_subdir", lambda *, _root_: job_directory(_root_, True)
         )
         OmegaConf.register_new_resolver(
             "vestige_sweep_dir",
-            lambda *, _root_: sweep_directory(_root_.outputs, list(_root_.hydra.overrides.task)),
+            lambda *, _root_: (
+                sweep_directory(_root_.outputs, list(_root_.hydra.overrides.task))
+                if "model" in _root_
+                else "<the sweep folder its overrides name>"
+            ),
         )
