@@ -19,6 +19,7 @@ MISTAKES = {
     "trainer.epochs=0": "trainer.epochs=0",
     "trainer.batch_size=512 data.synthetic.train_size=256": "larger than the training split (256",
     "trainer.log_every=0": "trainer.log_every=0 is invalid: log every 1 or more steps",
+    "data.synthetic.distractors=-1": "data.synthetic.distractors=-1 is invalid: use 0 or more",
     "trainer.batch_size=63 trainer.grad_accum=2": "trainer.batch_size=63",
     "data.root=/no/such/folder": "data.root='/no/such/folder'",
     "trainer.epocs=3": "trainer.epocs",

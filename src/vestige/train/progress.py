@@ -206,7 +206,7 @@ class Countdown:
 
 def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    columns = row_columns(rows[0]) if rows else [*LEADING_COLUMNS, *TRAILING_COLUMNS]
+    columns = row_columns(rows[0] if rows else {})
     for _, heading, _ in columns:
         table.add_column(heading, justify="right")
     for row in rows:
