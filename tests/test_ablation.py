@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli
+from conftest import TINY, finished_run, run_cli
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -17,14 +17,17 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 import vestige
 from vestige.analysis.ablation.ablate import StageAblations, naive_sweep, sweep
 from vestige.analysis.ablation.plan import (
+    COLUMNS,
     UnitRanking,
     normalised_auc,
     paper_grid,
     plan_stage,
     stage_ablations,
 )
-from vestige.config import AblationConfig, SelectivityConfig
+from vestige.config import AblationConfig, ConViTConfig, SelectivityConfig, TCNNConfig
+from vestige.models.cifar_resnet import CifarResNet
 from vestige.models.resnet import ResNet
+from vestige.models.tcnn import transform
 from vestige.results import Snapshot
 from vestige.selectivity.index import measure_selectivity
 from vestige.selectivity.units import measured_layers
@@ -114,12 +117,24 @@ def test_random_ablation_of_units_that_carry_nothing_leaves_accuracy_unchanged()
     assert counts.class_accuracy().eq(1.0).all()
 
 
-@pytest.mark.parametrize(
-    ("block", "layers"), [(BasicBlock, [2, 2, 2, 2]), (Bottleneck, [1, 3, 2, 1])]
-)
-def test_cached_and_batched_sweep_equals_one_full_forward_per_ablation(block, layers):
+NETWORKS = {
+    "basic": lambda: ResNet(BasicBlock, [2, 2, 2, 2], 7, stem="small", width=1 / 16),
+    "bottleneck": lambda: ResNet(Bottleneck, [1, 3, 2, 1], 7, stem="small", width=1 / 16),
+    "resnet20": lambda: CifarResNet(3, 7, width=0.5),
+    # converted blocks in an ablated stage and downstream of it, content attention half open
+    "tcnn": lambda: transform(
+        ResNet(BasicBlock, [2, 2, 2, 2], 7, stem="small", width=1 / 16),
+        ["layer3", "layer4"],
+        locality_strength=20.0,
+        gate=0.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_cached_and_batched_sweep_equals_one_full_forward_per_ablation(network):
     torch.manual_seed(0)
-    model = ResNet(block, layers, num_classes=7, stem="small", width=1 / 16).double().eval()
+    model = NETWORKS[network]().double().eval()
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):  # non-trivial running statistics
             module.running_mean.normal_(0, 0.3)
@@ -127,11 +142,13 @@ def test_cached_and_batched_sweep_equals_one_full_forward_per_ablation(block, la
             module.weight.data.normal_(1, 0.3)
             module.bias.data.normal_(0, 0.3)
     images = torch.randn(26, 3, 12, 12, dtype=torch.float64)
+    with torch.no_grad():  # logits centred on these images: a random network's answers vary
+        model.fc.bias -= model(images).mean(dim=0)
     loader = DataLoader(TensorDataset(images, torch.arange(26) % 7), batch_size=10)
     ablations = []
     for stage in ("layer2", "layer3"):
         units = [layer for layer in measured_layers(model) if layer.stage == stage]
-        masks = torch.rand(9, len(units), units[0].channels) < torch.rand(9, 1, 1)
+        masks = torch.rand(9, len(units), units[0].channels) < torch.rand(9, 1, 1) / 2
         masks[0] = False  # the unablated network
         masks[1, 0] = False  # starts at the second block
         values = torch.rand(len(units), units[0].channels, dtype=torch.float64)
@@ -264,10 +281,93 @@ def test_bad_ablation_setting_is_one_line_error(tiny_run):
 
 
 def test_ablation_of_a_transformer_run_is_one_line_error(tmp_path):
-    (tmp_path / "config.yaml").write_text("model:\n  name: convit_ti\n")
+    saved = OmegaConf.structured({"model": ConViTConfig()})  # what a ConViT run saves of it
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(saved))
     result = run_cli(["task=analyze", f"run={tmp_path}", "analysis=ablation"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: analysis=ablation needs a ResNet run (it silences block outputs); "
-        f"run={tmp_path} is convit_ti"
+        "error: analysis=ablation needs a network with convolutional units (it silences channels "
+        f"of block outputs or VGG ReLUs); run={tmp_path} is convit_ti: "
+        "choose a ResNet, T-CNN or VGG run"
+    ]
+
+
+def test_a_tcnn_run_is_ablated_in_the_stages_of_the_resnet_it_came_from(tmp_path):
+    saved = OmegaConf.structured({"model": TCNNConfig()})  # layer4 converted to attention
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    chosen = "analysis.ablation.stages=[blocks]"
+    result = run_cli(["task=analyze", f"run={tmp_path}", "analysis=ablation", chosen], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: analysis.ablation.stages=['blocks'] is invalid: "
+        "choose among layer1, layer2, layer3, layer4, or null for all"
+    ]
+
+
+# a CIFAR ResNet (the fast sweep) and a VGG (one forward per ablation), trained until their
+# answers depend on the image: the training split enlarged, VGG-16 without BatchNorm on AdamW
+CONVOLUTIONAL = {
+    "resnet20": (["model=resnet20"], ["layer1", "layer2", "layer3"]),
+    "vgg16": (
+        ["model=vgg16", "optim=adamw", "optim.lr=0.0003"],
+        ["conv1", "conv2", "conv3", "conv4", "conv5", "classifier"],
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(CONVOLUTIONAL))
+def convolutional_run(request, tmp_path_factory) -> tuple[Path, list[str]]:
+    model, stages = CONVOLUTIONAL[request.param]
+    folder = tmp_path_factory.mktemp(request.param)
+    return finished_run([*TINY, *model, "data.synthetic.train_size=1024"], folder), stages
+
+
+def test_silencing_every_unit_of_a_stage_leaves_one_answer_for_every_image(convolutional_run):
+    run_dir, stages = convolutional_run
+    args = [
+        "analysis.ablation.k_fractions=[0,0.5,1]",
+        "analysis.ablation.random_draws=2",
+        "analysis.snapshots=[2ep]",
+    ]
+    result = run_cli(["task=analyze", f"run={run_dir}", "analysis=ablation", *args], run_dir)
+    assert result.returncode == 0, result.stderr
+    run = vestige.load_run(run_dir)
+    step = run.snapshots[-1].step
+    accuracy = next(row["eval_acc"] for row in run.metrics if row["step"] == step)
+    counts = run.info["dataset"]["eval_class_counts"]
+    class_shares = [count / sum(counts) for count in counts]
+
+    def one_answer(top1: float) -> bool:
+        """Whether `top1` is what answering one class to every image scores."""
+        return any(top1 == pytest.approx(share, abs=1e-6) for share in class_shares)
+
+    assert not one_answer(accuracy)  # the trained network's answers depend on the image
+    (folder,) = run_dir.glob("ablation-*")
+    with open(folder / "ablation.csv", newline="") as handle:
+        assert tuple(next(csv.reader(handle))) == COLUMNS
+    rows = read_csv(folder / "ablation.csv")
+    assert list(dict.fromkeys(r["stage"] for r in rows)) == stages
+    assert [r["stage"] for r in read_csv(folder / "auc.csv")] == [s for s in stages for _ in (0, 1)]
+    for stage in stages:
+        curve = rows_where(rows, step=str(step), stage=stage)
+        assert {(r["condition"], r["draw"], r["fraction"]) for r in curve} == {
+            (condition, draw, fraction)
+            for condition, draw in (("selective", "0"), ("random", "0"), ("random", "1"))
+            for fraction in ("0", "0.5", "1")
+        }
+        for row in rows_where(curve, k="0"):  # the unablated network: as evaluated in training
+            assert float(row["top1"]) == pytest.approx(accuracy, abs=1e-6)
+        silenced = {float(row["top1"]) for row in rows_where(curve, fraction="1")}
+        (everything,) = silenced  # selective or random, k = C silences the same units
+        assert one_answer(everything)
+
+
+def test_stages_of_a_cifar_resnet_or_vgg_come_from_its_units(convolutional_run):
+    run_dir, stages = convolutional_run
+    chosen = "analysis.ablation.stages=[layer4]"
+    result = run_cli(["task=analyze", f"run={run_dir}", "analysis=ablation", chosen], run_dir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: analysis.ablation.stages=['layer4'] is invalid: "
+        f"choose among {', '.join(stages)}, or null for all"
     ]

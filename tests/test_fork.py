@@ -33,13 +33,21 @@ def parent(tmp_path_factory) -> Path:
     return folder / "parent"
 
 
-def test_fork_at_k_equals_the_run_from_scratch(parent):
+@pytest.fixture(scope="module")
+def forked(parent) -> Path:
+    """The parent forked at epoch 1 with the window (each test that reads it gets it, whichever
+    worker runs it)."""
     folder = parent.parent
     fork = run_cli(
         [*BASE, *WINDOW, f"fork.from={parent}", "fork.at=1ep", f"hydra.run.dir={folder / 'fork'}"],
         folder,
     )
     assert fork.returncode == 0, fork.stderr
+    return folder / "fork"
+
+
+def test_fork_at_k_equals_the_run_from_scratch(parent, forked):
+    folder = parent.parent
     scratch = run_cli([*BASE, *WINDOW, f"hydra.run.dir={folder / 'scratch'}"], folder)
     assert scratch.returncode == 0, scratch.stderr
     a, b = final_weights(folder / "fork"), final_weights(folder / "scratch")
@@ -54,12 +62,12 @@ def test_fork_at_k_equals_the_run_from_scratch(parent):
     assert json.loads((folder / "fork" / "run.json").read_text())["identity"]["fork.at"] == "1ep"
 
 
-def test_a_fork_has_its_parents_history_up_to_k(parent):
-    fork = vestige.load_run(parent.parent / "fork")
+def test_a_fork_has_its_parents_history_up_to_k(forked):
+    fork = vestige.load_run(forked)
     ipe = fork.info["iterations_per_epoch"]
     mine = [s.step for s in fork.snapshots]
     assert mine == [0, ipe, 2 * ipe, 3 * ipe]
-    assert (parent.parent / "fork" / "selectivity" / f"step_{0:08d}.npz").exists()
+    assert (forked / "selectivity" / f"step_{0:08d}.npz").exists()
 
 
 def test_a_forks_identity_names_the_parent_by_hash_not_path(parent, tmp_path):

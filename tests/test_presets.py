@@ -30,6 +30,12 @@ EXPECTED = {
     ("selectivity_sweep", "paper"): ("resnet18", "tiny_imagenet", 90, 35),
     ("convit_vs_deit", "laptop"): ("convit_ti_small", "fashion_mnist", 3, 6),
     ("convit_vs_deit", "paper"): ("convit_ti", "imagenet", 300, 2),
+    ("selectivity_sweep_resnet20", "laptop"): ("resnet20", "fashion_mnist", 5, 15),
+    ("selectivity_sweep_resnet20", "paper"): ("resnet20", "cifar10", 182, 35),
+    ("selectivity_dynamics_vgg16", "laptop"): ("vgg16", "fashion_mnist", 5, 1),
+    ("selectivity_dynamics_vgg16", "paper"): ("vgg16", "cifar10", 50, 1),
+    ("tcnn_early_phase", "laptop"): ("tcnn", "fashion_mnist", 2, 1),
+    ("tcnn_early_phase", "paper"): ("tcnn", "imagenet", 50, 1),
 }
 
 
@@ -52,7 +58,12 @@ def test_every_preset_composes_and_validates_at_both_scales(preset, scale, tmp_p
 
 # The presets of Ranadive et al. and Leavitt & Morcos: the public code's
 # SGD(model.parameters(), weight_decay=1e-4) decays BatchNorm's weights and biases too.
-SELECTIVITY_PRESETS = ("selectivity_dynamics", "regularization_windows", "selectivity_sweep")
+SELECTIVITY_PRESETS = (
+    "selectivity_dynamics",
+    "regularization_windows",
+    "selectivity_sweep",
+    "selectivity_sweep_resnet20",
+)
 
 
 def decay_of_each_parameter(cfg) -> tuple[torch.nn.Module, dict[int, float]]:

@@ -50,12 +50,13 @@ def record(
         "metrics",
         [{"step": 0, "epoch": 0.0, "eval_acc": 0.1}, {"step": 8, "epoch": 1.0, "eval_acc": 0.5}],
     )
+    config = OmegaConf.structured(RunConfig)
+    config.fork["from"] = None if parent is None else str(parent)
     return RunRecord(
         path=Path("/runs") / name,
-        config=OmegaConf.structured(RunConfig),
+        config=config,
         config_text=f"seed: {seed}\n",
         identity={**(identity or {}), **({"seed": seed} if seed else {})},
-        parent=parent,
         seed=seed,
         status="complete",
         metrics=metrics,

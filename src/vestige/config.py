@@ -27,10 +27,13 @@ def setting(
     factory: Callable[[], Any] | None = None,
     identity: bool = True,
     fork: bool = False,
+    named: bool = False,
 ) -> Any:
     """A field with metadata: `identity=False` keeps it (a whole section, for a section) out of a
-    run's identity; `fork=True` lets a fork change it."""
-    metadata = {"identity": identity, "fork": fork}
+    run's identity; `fork=True` lets a fork change it; `named=True` puts it in the identity even
+    at its default (a model's name, where two schemas' defaults would otherwise name two networks
+    alike)."""
+    metadata = {"identity": identity, "fork": fork, "named": named}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -47,6 +50,29 @@ class ResNetConfig:
 
 
 @dataclass
+class CifarResNetConfig:
+    """CIFAR ResNet-(6n+2) (He et al. 2016): resnet20 | resnet32 | resnet44 | resnet56."""
+
+    name: str = setting("resnet20", named=True)  # always in a run's identity
+    width: float = 1.0  # multiplies the 16/32/64 channels of the three stages
+    # A: identity with zero-padded channels (parameter-free, 0.27M for ResNet-20);
+    # B: 1x1 convolution and BatchNorm where the shape changes
+    shortcut: str = "A"
+
+
+@dataclass
+class VGGConfig:
+    """VGG-16 for small images (models/vgg.py): vgg16, or vgg16_bn with BatchNorm."""
+
+    name: str = setting("vgg16", named=True)  # always in a run's identity
+    width: float = 1.0  # multiplies every convolution's channels and the classifier's width
+    batch_norm: bool = False  # BatchNorm after each convolution
+    # torchvision: 7x7 pool, 25088-4096-4096-classes (Ranadive et al.'s); small: 512-512-classes
+    classifier: str = "torchvision"
+    dropout: float = 0.5  # before the classifier's second and third linear layers
+
+
+@dataclass
 class ConViTConfig:
     """ConViT / DeiT (docs/science.md §11); DeiT is `local_up_to_layer=0` with qkv bias."""
 
@@ -60,6 +86,25 @@ class ConViTConfig:
     locality_strength: float = 1.0
     qkv_bias: bool = False
     drop_path: float = 0.1
+
+
+@dataclass
+class TCNNConfig(ResNetConfig):
+    """A Transformed CNN (docs/science.md §16): the ResNet `base` (with the inherited stem, width
+    and init) whose 3x3 convolutions in `stages` become gated positional self-attention that
+    computes the same function at conversion (models/tcnn.py). With `init.from` the ResNet is
+    a snapshot of another run; without, the hybrid starts from the ResNet's random init."""
+
+    name: str = setting("tcnn", named=True)  # always in a run's identity
+    base: str = "resnet18"  # the ResNet converted: resnet18 | resnet34 | resnet50
+    converted_stages: list[str] = field(default_factory=lambda: ["layer4"])
+    # the positional attention's sharpness alpha (ConViT's locality strength): large enough that
+    # each head attends to its kernel offset alone (relative error < 1e-4 at conversion)
+    locality_strength: float = 20.0
+    # lambda of each head's gate sigmoid(lambda): 1 = positional; large enough that content
+    # attention starts without influence, small enough that fine-tuning can open the gate
+    # (12: logits within 2e-5 of the ResNet's; 10 gives 1.4e-4, over the 1e-4 tolerance)
+    gate: float = 12.0
 
 
 @dataclass
@@ -307,6 +352,9 @@ class RunConfig:
     report: ReportConfig = setting(factory=ReportConfig, identity=False)
     # start from another run's full state: fork.from=<run dir> fork.at=5ep (see train/fork.py)
     fork: dict[str, str | None] = setting(factory=lambda: {"from": None, "at": None}, fork=True)
+    # start the model (weights only) from another run's snapshot: init.from=<run dir> init.at=5ep;
+    # a fresh optimiser and schedule (train/initialization.py). model=tcnn converts it first.
+    init: dict[str, str | None] = setting(factory=lambda: {"from": None, "at": None})
 
 
 def register_configs() -> None:
@@ -317,13 +365,16 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="resnet_schema", node=ResNetConfig)
     cs.store(name="convit_schema", node=ConViTConfig)
+    cs.store(name="cifar_resnet_schema", node=CifarResNetConfig)
+    cs.store(name="vgg_schema", node=VGGConfig)
+    cs.store(name="tcnn_schema", node=TCNNConfig)
     cs.store(name="analysis_schema", node=AnalysisConfig)
 
 
-MODEL_SCHEMAS = (ResNetConfig, ConViTConfig)
+MODEL_SCHEMAS = (ResNetConfig, ConViTConfig, TCNNConfig, CifarResNetConfig, VGGConfig)
 # What `RunConfig.model` holds: one of the model schemas (OmegaConf has no unions of structured
 # configs, so the field itself is `Any`; code that reads a model section takes this type).
-ModelConfig = ResNetConfig | ConViTConfig
+ModelConfig = ResNetConfig | ConViTConfig | TCNNConfig | CifarResNetConfig | VGGConfig
 
 
 def model_schema(model: Mapping[str, Any]) -> type | None:
@@ -351,6 +402,13 @@ def defaults(schema: type) -> Mapping[str, Any]:
     """A schema's default values, flattened (a missing model section left out); read-only."""
     tree = OmegaConf.to_container(OmegaConf.structured(schema))
     return MappingProxyType({k: v for k, v in flatten(tree).items() if v != MISSING})
+
+
+def named_defaults(schema: type) -> dict[str, Any]:
+    """A model schema's defaults without the fields marked `named`, which a run's identity
+    keeps even at their default."""
+    named = {spec.name for spec in fields(schema) if spec.metadata.get("named")}
+    return {key: value for key, value in defaults(schema).items() if key not in named}
 
 
 @functools.cache

@@ -186,11 +186,8 @@ def read_point(
     si = [row["si/mean"] for row in rows if row.get("si/mean") is not None]
     metrics = {key: last.get(key) for key in LAST}
     metrics["si/mean peak"] = max(si) if si else None
-    parent = OmegaConf.select(OmegaConf.load(files.config), "fork.from")
     # forks of the seeds of one baseline share a condition (their parent hashes differ)
-    settings = condition_settings(
-        info.get("identity", {}), Path(parent).expanduser() if parent else None
-    )
+    settings = condition_settings(info.get("identity", {}), files.config)
     settings["seed"] = info.get("seed", 0)
     status = files.status()
     if failure and status != "complete":

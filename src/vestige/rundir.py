@@ -23,7 +23,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vestige.config import RunConfig, defaults, flatten, identity_settings, model_schema
+from vestige.config import (
+    RunConfig,
+    defaults,
+    flatten,
+    identity_settings,
+    model_schema,
+    named_defaults,
+)
 from vestige.errors import ConfigError, DamagedFile
 from vestige.io import (
     atomic_write_bytes,
@@ -39,17 +46,22 @@ log = logging.getLogger(__name__)
 CONFIG = "config.yaml"  # every run directory has one: how runs are found
 
 
+# (identity key, config key): runs another run started from, named by that run's hash
+SOURCE_RUNS = (("fork.parent", "fork.from"), ("init.source", "init.from"))
+
+
 def identity(cfg: DictConfig | dict) -> dict[str, Any]:
     """The hyperparameters that make this run different from the defaults (flattened, sorted)."""
     tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     tree = {key: value for key, value in tree.items() if key != "hydra"}
     flat = flatten(tree)
-    if flat.get("fork.from"):  # a fork is named by its parent's identity, not the parent's path
-        flat["fork.parent"] = RunDir(Path(flat.pop("fork.from")).expanduser()).read_info()[
-            "run_hash"
-        ]
+    # a fork, or a run started from another's snapshot, is named by that run's identity, not by
+    # the path it was given
+    for named, path in SOURCE_RUNS:
+        if flat.get(path):
+            flat[named] = RunDir(Path(flat.pop(path)).expanduser()).read_info()["run_hash"]
     schema = model_schema(tree.get("model", {}))
-    model = {} if schema is None else {f"model.{k}": v for k, v in defaults(schema).items()}
+    model = {} if schema is None else {f"model.{k}": v for k, v in named_defaults(schema).items()}
     return identity_settings(flat, RunConfig, {**defaults(RunConfig), **model})
 
 
@@ -79,23 +91,28 @@ def check_same_run(run: RunDir, cfg: DictConfig | dict) -> None:
     )
 
 
-def condition_settings(identity: dict[str, Any], parent: Path | None) -> dict[str, Any]:
-    """A run's identity without `seed`, so that seeds of one condition compare equal; a fork's
-    `fork.parent` hash (which differs between the parent's seeds) replaced by the parent's own
-    condition (as `fork.parent.<key>`) when the parent directory is there and still that run."""
+def condition_settings(identity: dict[str, Any], config: Any) -> dict[str, Any]:
+    """A run's identity without `seed`, so that seeds of one condition compare equal. The hash
+    of a run it started from (`fork.parent`, `init.source`: it differs between that run's
+    seeds) is replaced by that run's own condition (as `fork.parent.<key>`), read through the
+    path in the run's `config` (a mapping or a config.yaml), when that directory is there and
+    still that run."""
     settings = {key: value for key, value in identity.items() if key != "seed"}
-    parent_hash = settings.get("fork.parent")
-    if parent_hash is None or parent is None:
-        return settings
-    info = RunDir(parent).read_info()
-    if info.get("run_hash") != parent_hash:
-        return settings
-    grandparent = OmegaConf.select(OmegaConf.load(RunDir(parent).config), "fork.from")
-    inherited = condition_settings(
-        info.get("identity", {}), Path(grandparent).expanduser() if grandparent else None
-    )
-    del settings["fork.parent"]
-    settings.update({f"fork.parent.{key}": value for key, value in inherited.items()})
+    if isinstance(config, str | Path):
+        config = OmegaConf.load(config)
+    elif not isinstance(config, DictConfig):
+        config = OmegaConf.create(config)
+    for named, path in SOURCE_RUNS:
+        source = OmegaConf.select(config, path)
+        if settings.get(named) is None or not source:
+            continue
+        run = RunDir(Path(source).expanduser())
+        info = run.read_info()
+        if info.get("run_hash") != settings[named] or not run.config.is_file():
+            continue
+        inherited = condition_settings(info.get("identity", {}), run.config)
+        del settings[named]
+        settings.update({f"{named}.{key}": value for key, value in inherited.items()})
     return dict(sorted(settings.items()))
 
 

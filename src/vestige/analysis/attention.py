@@ -1,5 +1,5 @@
-"""`analysis=attention`: how positional and how local every head of a ConViT or DeiT is, at every
-snapshot of a run (docs/science.md §14).
+"""`analysis=attention`: how positional and how local every head of a ConViT, DeiT or T-CNN is, at
+every snapshot of a run (docs/science.md §14, §16).
 
 Per snapshot, in `attention/step_N.npz`:
     gates                  (GPSA layers, heads) sigmoid(lambda_h): 1 = positional, 0 = content
@@ -7,7 +7,7 @@ Per snapshot, in `attention/step_N.npz`:
     class_token_attention  (layers, heads) mean attention of patch queries on the class token
     offsets                (GPSA layers, heads, 2) centre (d_x, d_y) of each head's positional
                            attention, see `head_offsets`
-    layers, gpsa_layers    block index of each row; step, epoch, images
+    layers, gpsa_layers    index of each row's layer (see `layer_indices`); step, epoch, images
 Per run, rebuilt by `finish`: `gates.csv`, `nonlocality.csv` (step, epoch, layer, head, value);
 the task draws them as `gates.png`, `nonlocality.png` (report/run_figures.py).
 
@@ -18,6 +18,11 @@ to sum to 1 (`analysis.attention.class_token=renormalise`, the default), or as i
 Nonlocality is measured on each layer's real input: the maps are those recorded during ordinary
 forwards of the first `analysis.images` images of the evaluation split (fewer if it is smaller),
 not raw patch embeddings fed to every layer (the bug §6 warns about).
+
+A T-CNN's converted layers (models/tcnn.py) attend from the output positions (strided in a
+stride-2 block) to the zero-padded input's positions, in pixels of their input; they record those
+distances, and nonlocality counts attention on a padding key at its distance, where the
+convolution reads its zero. At conversion each head is then exactly as far as its kernel offset.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from vestige.io import (
     step_files,
     table_text,
 )
+from vestige.models import TRANSFORMED
 from vestige.models.convit import VARIANTS
 from vestige.models.gpsa import recording_attention, relative_offsets
 from vestige.results import Run, Snapshot
@@ -57,8 +63,12 @@ def patch_distances(side: int, device: torch.device | str | None = None) -> Tens
     return relative_offsets(side, device)[..., 0].sqrt()
 
 
-def nonlocality(attention: Tensor, class_token: str = "renormalise") -> Tensor:
-    """(1/L) sum_ij A_ij ||d_ij|| per image and head, (B, H), of (B, H, L, L) patch attention.
+def nonlocality(
+    attention: Tensor, class_token: str = "renormalise", distances: Tensor | None = None
+) -> Tensor:
+    """(1/L) sum_ij A_ij ||d_ij|| per image and head, (B, H), of (B, H, L, L) patch attention,
+    L the number of queries; `distances` ||d_ij|| (queries, keys) where queries and keys are not
+    one square grid (a T-CNN layer's), else the square grid's.
 
     docs/science.md §14. In a layer that carries a class token, the patch-to-patch block's rows
     sum to less than 1: `renormalise` (the default) rescales each row to sum to 1, so the layer is
@@ -69,20 +79,26 @@ def nonlocality(attention: Tensor, class_token: str = "renormalise") -> Tensor:
     """
     if class_token == "renormalise":
         attention = attention / attention.sum(dim=-1, keepdim=True).clamp(min=1e-12)
-    side = math.isqrt(attention.shape[-1])
-    distances = patch_distances(side, attention.device).to(attention.dtype)
-    return torch.einsum("bhij,ij->bh", attention, distances) / attention.shape[-1]
+    if distances is None:
+        distances = patch_distances(math.isqrt(attention.shape[-1]), attention.device)
+    distances = distances.to(attention.dtype)
+    return torch.einsum("bhij,ij->bh", attention, distances) / attention.shape[-2]
 
 
-def head_offsets(positional: Tensor) -> Tensor:
+def head_offsets(positional: Tensor, relative: Tensor | None = None) -> Tensor:
     """Each head's centre (d_x, d_y), (H, 2): the centre of mass of its positional attention for
-    the query at the middle of the grid.
+    the query at the middle of the grid; for a layer with its own encodings `relative` (a
+    T-CNN's), averaged over its queries, which all see a full neighbourhood thanks to the padding
+    keys, so that at conversion it is each head's kernel offset.
 
     At the local init this is the head's conv offset (§2). It is read off the attention rather than
     the positional weights (delta = -(w_x, w_y) / 2 w_{||d||^2}) because that formula only holds
     while the quadratic weight stays negative, which training need not keep. A head spread wider
     than the grid has its centre pulled towards the query by the borders.
     """
+    if relative is not None:
+        centres = torch.einsum("hij,ijc->hc", positional[0], relative[..., 1:].to(positional.dtype))
+        return centres / positional.shape[-2]
     side = math.isqrt(positional.shape[-1])
     query = (side // 2) * side + side // 2
     offsets = relative_offsets(side, positional.device)[query, :, 1:]
@@ -93,8 +109,8 @@ def head_offsets(positional: Tensor) -> Tensor:
 class AttentionSummary:
     """One snapshot's attention measurements (numpy, on the CPU)."""
 
-    layers: np.ndarray  # (layers,) block index of each nonlocality row
-    gpsa_layers: np.ndarray  # (GPSA layers,) block index of each gate row
+    layers: np.ndarray  # (layers,) index of each nonlocality row's layer (`layer_indices`)
+    gpsa_layers: np.ndarray  # (GPSA layers,) index of each gate row's layer
     gates: np.ndarray  # (GPSA layers, heads)
     nonlocality: np.ndarray  # (layers, heads)
     class_token_attention: np.ndarray  # (layers, heads)
@@ -111,7 +127,8 @@ def measure_attention(
     class_token: str = "renormalise",
 ) -> AttentionSummary:
     """Gates, offsets and nonlocality averaged over the first `images` images of `loader`;
-    `class_token` as in `nonlocality`.
+    `class_token` as in `nonlocality`. Gates are sigmoid(lambda) of the layers with positional
+    attention (ConViT's GPSA, a T-CNN's converted convolutions), in forward order.
 
     Eval mode (the model's mode is restored); sums stay on the device, only the per-layer (heads,)
     means come back.
@@ -122,6 +139,8 @@ def measure_attention(
     nonlocal_sum: dict[str, Tensor] = {}
     class_sum: dict[str, Tensor] = {}
     offsets: dict[str, Tensor] = {}
+    gates: dict[str, Tensor] = {}
+    heads = 0
     seen = 0
     with recording_attention(model) as maps:
         for inputs, _ in loader:
@@ -129,30 +148,34 @@ def measure_attention(
             model(inputs)
             names = list(maps)
             for name, record in maps.items():
-                lead = int(model.get_submodule(name.rpartition(".")[0]).class_token)
+                block = model.get_submodule(name.rpartition(".")[0])
+                lead = int(getattr(block, "class_token", False))
                 patches = record.attention[:, :, lead:]
-                local = nonlocality(patches[..., lead:], class_token).sum(
+                heads = patches.shape[1]
+                distances = None if record.relative is None else record.relative[..., 0].sqrt()
+                local = nonlocality(patches[..., lead:], class_token, distances).sum(
                     dim=0, dtype=torch.float64
                 )
                 to_class = patches[..., :lead].sum(dim=(-1, -2)).sum(dim=0, dtype=torch.float64)
                 nonlocal_sum[name] = nonlocal_sum.get(name, 0) + local
                 class_sum[name] = class_sum.get(name, 0) + to_class / patches.shape[-2]
                 if record.positional is not None:
-                    offsets[name] = head_offsets(record.positional)
+                    offsets[name] = head_offsets(record.positional, record.relative)
+                    gates[name] = model.get_submodule(name).gates().detach()
             seen += len(inputs)
             if seen >= images:
                 break
     model.train(was_training)
     if not seen:
         raise ConfigError("analysis=attention needs evaluation images: the eval split is empty")
-    gates = model.gates()
+    index = layer_indices(names)
     return AttentionSummary(
-        layers=np.array([_block_index(name) for name in names]),
-        gpsa_layers=np.array([_block_index(name) for name in offsets]),
-        gates=gates.float().cpu().numpy(),
+        layers=np.array([index[name] for name in names]),
+        gpsa_layers=np.array([index[name] for name in offsets]),
+        gates=_stack(list(gates.values())).reshape(len(gates), heads),
         nonlocality=_stack([nonlocal_sum[name] / seen for name in names]),
         class_token_attention=_stack([class_sum[name] / seen for name in names]),
-        offsets=_stack(list(offsets.values())).reshape(len(offsets), gates.shape[1], 2),
+        offsets=_stack(list(offsets.values())).reshape(len(offsets), heads, 2),
         images=seen,
     )
 
@@ -163,9 +186,13 @@ def attention_folder(run_path: Path, class_token: str = "renormalise") -> Path:
     return settings_folder(run_path, "attention", other)
 
 
-def _block_index(name: str) -> int:
-    """`blocks.3.attn` -> 3."""
-    return int(name.split(".")[-2])
+def layer_indices(names: list[str]) -> dict[str, int]:
+    """The row index of each recorded layer: a ConViT's or DeiT's block (`blocks.3.attn` -> 3),
+    so that its GPSA and plain layers line up by depth; a T-CNN's converted convolutions
+    (`layer4.0.conv1`, ...) numbered 0, 1, ... in forward order."""
+    if all(name.startswith("blocks.") for name in names):
+        return {name: int(name.split(".")[-2]) for name in names}
+    return {name: order for order, name in enumerate(names)}
 
 
 def _stack(rows: list[Tensor]) -> np.ndarray:
@@ -176,9 +203,9 @@ class AttentionAnalysis:
     @staticmethod
     def check(cfg: RunConfig, run: Run) -> None:
         model = run.config.model.name
-        if model not in VARIANTS:
+        if model not in VARIANTS and model != TRANSFORMED:
             raise ConfigError(
-                f"analysis=attention needs a ConViT or DeiT run; {run.path.name} is {model}"
+                f"analysis=attention needs a ConViT, DeiT or T-CNN run; {run.path.name} is {model}"
             )
         choice = cfg.analysis.attention.class_token
         if choice not in CLASS_TOKEN_CHOICES:

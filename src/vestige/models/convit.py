@@ -116,10 +116,10 @@ class ConViT(nn.Module):
 
         Tracked against epochs in the gating analysis (docs/science.md §14); DeiT has none.
         """
-        gates = [block.attn.gate for block in self.blocks if isinstance(block.attn, GPSA)]
+        gates = [block.attn.gates() for block in self.blocks if isinstance(block.attn, GPSA)]
         if not gates:
             return torch.empty(0, self.blocks[0].attn.num_heads)
-        return torch.stack(gates).detach().sigmoid()
+        return torch.stack(gates).detach()
 
     def no_weight_decay(self) -> set[str]:
         """Parameters the optimiser must not decay besides biases and 1-D ones (§4)."""

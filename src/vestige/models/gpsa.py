@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -37,19 +38,53 @@ def trunc_normal_linear(in_features: int, out_features: int, bias: bool = True) 
     return layer
 
 
-def relative_offsets(side: int, device: torch.device | str | None = None) -> Tensor:
-    """Encodings r_ij = (||d||^2, d_x, d_y) with d = position(key j) - position(query i), (L, L, 3).
-
-    Tokens are numbered row by row (token = y * side + x), the order of a flattened conv output;
-    x is the column, y the row, in patch units (docs/science.md §9). sqrt of channel 0 is the
-    distance that nonlocality weighs attention by (§6).
-    """
+def grid_positions(height: int, width: int, device: torch.device | str | None = None) -> Tensor:
+    """(x, y) of each cell of a height x width grid, numbered row by row (cell = y * width + x),
+    the order of a flattened conv output; x is the column, y the row. (height * width, 2)."""
     y, x = torch.meshgrid(
-        torch.arange(side, device=device), torch.arange(side, device=device), indexing="ij"
+        torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
     )
-    position = torch.stack([x.flatten(), y.flatten()], dim=-1).float()
-    d = position[None, :, :] - position[:, None, :]
+    return torch.stack([x.flatten(), y.flatten()], dim=-1).float()
+
+
+def relative_encodings(queries: Tensor, keys: Tensor) -> Tensor:
+    """r_ij = (||d||^2, d_x, d_y) with d = keys[j] - queries[i], (queries, keys, 3), of (x, y)
+    positions (docs/science.md §9). sqrt of channel 0 is the distance that nonlocality weighs
+    attention by (§6)."""
+    d = keys[None, :, :] - queries[:, None, :]
     return torch.cat([d.pow(2).sum(dim=-1, keepdim=True), d], dim=-1)
+
+
+def relative_offsets(side: int, device: torch.device | str | None = None) -> Tensor:
+    """The encodings between the tokens of a side x side grid of patches, (L, L, 3): ConViT's
+    queries and keys are the same patches, in patch units."""
+    position = grid_positions(side, side, device)
+    return relative_encodings(position, position)
+
+
+def kernel_offsets(num_heads: int, device: torch.device | str | None = None) -> Tensor:
+    """The key offset delta = (d_x, d_y) of each of the first k * k heads, (k * k, 2).
+
+    k = isqrt(heads), centre c = (k - 1) / 2: head h = h1 * k + h2 sits at (h1 - c, h2 - c), the
+    taps of a k x k convolution (docs/science.md §10).
+    """
+    k = math.isqrt(num_heads)
+    head = torch.arange(k * k, device=device)
+    return torch.stack([head // k, head % k], dim=1) - (k - 1) / 2
+
+
+@torch.no_grad()
+def local_positional_init(pos_proj: nn.Linear, locality_strength: float) -> None:
+    """Centre the positional attention of each of the first k * k heads on its `kernel_offsets`.
+
+    Weights alpha * (-1, 2 d_x, 2 d_y) on (||d||^2, d_x, d_y), bias 0: head h's score is
+    -alpha ||d - delta_h||^2 + const, a Gaussian of width ~1/sqrt(alpha) around delta_h (§10).
+    Heads beyond k * k keep their random positional weights.
+    """
+    delta = kernel_offsets(pos_proj.out_features, pos_proj.weight.device)
+    weight = torch.cat([-torch.ones_like(delta[:, :1]), 2 * delta], dim=1)
+    pos_proj.weight[: len(delta)] = locality_strength * weight
+    nn.init.zeros_(pos_proj.bias)
 
 
 def _grid_side(num_tokens: int) -> int:
@@ -65,10 +100,22 @@ class AttentionMaps:
 
     `attention` is (B, heads, N, N), rows summing to 1; in blocks that carry the class token it is
     token 0. `positional` is GPSA's positional attention (1, heads, L, L), shared by the batch.
+    A layer whose queries and keys are not one square grid of tokens (a T-CNN's: strided queries,
+    zero-padded keys; models/tcnn.py) records its maps as (B, heads, queries, keys) and its
+    encodings r_ij as `relative` (queries, keys, 3); None means the square grid of `attention`.
     """
 
     attention: Tensor | None = None
     positional: Tensor | None = None
+    relative: Tensor | None = None
+
+
+@runtime_checkable
+class RecordsAttention(Protocol):
+    """A layer that hands its maps to `sink` while one is set (GPSA, plain attention, a T-CNN's
+    ConvolutionalGPSA): what `recording_attention` looks for."""
+
+    sink: AttentionMaps | None
 
 
 class GPSA(nn.Module):
@@ -98,19 +145,16 @@ class GPSA(nn.Module):
     def local_init(self, locality_strength: float) -> None:
         """Start each head as one tap of a k x k convolution (docs/science.md §10).
 
-        Head h = h1 * k + h2 (k = isqrt(heads), centre c = (k - 1) / 2) gets weights
-        alpha * (-1, 2(h1 - c), 2(h2 - c)) on (||d||^2, d_x, d_y): its score is
-        -alpha ||d - delta||^2 + const, a Gaussian of width ~1/sqrt(alpha) around the key offset
-        delta = (h1 - c, h2 - c) in (x, y). The values pass through unchanged (identity), and heads
-        beyond k * k keep their random positional weights.
+        Head h = h1 * k + h2 (k = isqrt(heads), centre c = (k - 1) / 2) attends around the key
+        offset delta = (h1 - c, h2 - c) in (x, y), a Gaussian of width ~1/sqrt(alpha)
+        (`local_positional_init`). The values pass through unchanged (identity).
         """
         nn.init.eye_(self.v.weight)
-        k = math.isqrt(self.num_heads)
-        head = torch.arange(k * k, device=self.pos_proj.weight.device)
-        delta = torch.stack([head // k, head % k], dim=1) - (k - 1) / 2
-        weight = torch.cat([-torch.ones_like(delta[:, :1]), 2 * delta], dim=1)
-        self.pos_proj.weight[: k * k] = locality_strength * weight
-        nn.init.zeros_(self.pos_proj.bias)
+        local_positional_init(self.pos_proj, locality_strength)
+
+    def gates(self) -> Tensor:
+        """sigmoid(lambda_h) per head, (heads,): 1 = positional, 0 = content."""
+        return self.gate.sigmoid()
 
     def positional_attention(self, num_tokens: int) -> Tensor:
         """softmax_j(v_pos^h . r_ij) as (1, heads, L, L), once per forward for the whole batch.
@@ -127,7 +171,7 @@ class GPSA(nn.Module):
         q, k = self.qk(x).reshape(batch, tokens, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         content = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
         positional = self.positional_attention(tokens)
-        gate = self.gate.sigmoid().view(1, -1, 1, 1)
+        gate = self.gates().view(1, -1, 1, 1)
         attention = (1 - gate) * content + gate * positional
         attention = attention / attention.sum(dim=-1, keepdim=True)
         if self.sink is not None:
@@ -161,7 +205,8 @@ class MultiHeadAttention(nn.Module):
 
 @contextmanager
 def recording_attention(model: nn.Module) -> Iterator[dict[str, AttentionMaps]]:
-    """Record every attention layer's maps on each forward inside the block (§6 analyses).
+    """Record every attention layer's (`RecordsAttention`) maps on each forward inside the block
+    (§6 analyses).
 
     Yields one `AttentionMaps` per layer, keyed by module name (`blocks.3.attn`), in forward order;
     each holds the last forward's detached maps and stays readable after the block. The layers
@@ -170,7 +215,7 @@ def recording_attention(model: nn.Module) -> Iterator[dict[str, AttentionMaps]]:
     layers = {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, GPSA | MultiHeadAttention)
+        if isinstance(module, RecordsAttention)
     }
     maps = {name: AttentionMaps() for name in layers}
     for name, layer in layers.items():

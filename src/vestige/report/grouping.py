@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from vestige.errors import ConfigError
 from vestige.report.tables import Curve, RunRecord
 from vestige.results import setting_text
-from vestige.rundir import condition_settings
+from vestige.rundir import SOURCE_RUNS, condition_settings
 from vestige.selectivity.alpha import KEY as ALPHA_KEY
 from vestige.selectivity.alpha import AlphaSchedule, AlphaWindow
 from vestige.step import Step
@@ -61,7 +61,7 @@ def group_by_seed(records: Sequence[RunRecord]) -> list[Group]:
     between groups (or by its run's model and data when there is one group)."""
     groups: dict[str, Group] = {}
     for record in records:
-        settings = condition_settings(record.identity, record.parent)
+        settings = condition_settings(record.identity, record.config)
         key = json.dumps(settings, sort_keys=True, default=str)
         groups.setdefault(key, Group(settings, [])).runs.append(record)
     result = list(groups.values())
@@ -79,9 +79,10 @@ def group_by_seed(records: Sequence[RunRecord]) -> list[Group]:
 def varying_settings(groups: Sequence[Group]) -> list[dict[str, Any]]:
     """Per group, every setting that is not the same in all groups: its own value or, where it
     left the key at its default, the default (from its resolved config); a key its config
-    lacks (`model.depth` of a ResNet) is left out. What a fork inherits from its parent
-    (`fork.parent.*`) groups runs but is not shown."""
-    keys = sorted({k for g in groups for k in g.settings if not k.startswith("fork.parent.")})
+    lacks (`model.depth` of a ResNet) is left out. The settings of a run another started from
+    (`fork.parent.*`, `init.source.*`) group runs but are not shown."""
+    inherited = tuple(f"{named}." for named, _ in SOURCE_RUNS)
+    keys = sorted({k for g in groups for k in g.settings if not k.startswith(inherited)})
     values = [{k: _setting(group, k) for k in keys} for group in groups]
     varying = [k for k in keys if len({setting_text(shown[k]) for shown in values}) > 1]
     return [{k: shown[k] for k in varying if shown[k] is not _ABSENT} for shown in values]

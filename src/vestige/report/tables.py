@@ -34,7 +34,6 @@ class RunRecord:
     config: DictConfig  # the resolved config, typed (results.Run.config)
     config_text: str  # config.yaml as written by the run
     identity: dict[str, Any]  # run.json "identity": the settings that differ from the defaults
-    parent: Path | None  # a fork's parent run directory (fork.from)
     seed: int
     status: str
     metrics: list[dict[str, Any]]
@@ -110,13 +109,11 @@ def load_record(path: Path, analysis: AnalysisConfig | None = None) -> RunRecord
     bn = bn_label(analysis)
     recomputed = bn_label(OmegaConf.merge(analysis, {"bn_stats": "recompute"}))
     ablation, ablation_auc = ablation_tables(run, analysis.ablation, bn)
-    parent = run.config.fork["from"]
     return RunRecord(
         path=run.path,
         config=run.config,
         config_text=run.dir.config.read_text(),
         identity=info.get("identity", {"run": run.path.name}),
-        parent=Path(parent).expanduser() if parent else None,
         seed=int(info.get("seed", run.config.seed)),
         status=info.get("status", "unknown"),
         metrics=run.metrics,

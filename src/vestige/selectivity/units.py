@@ -15,6 +15,7 @@ import numpy as np
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.vgg import VGG
 
 from vestige.errors import ConfigError
 
@@ -46,7 +47,8 @@ def measured_layers(model: nn.Module, units: str = "block_output") -> list[UnitL
 
     ResNet (torchvision BasicBlock/Bottleneck): `block_output` = every block's output after the
     ReLU that follows the residual add (§2); `all_relu` adds the stem ReLU (stage `stem`) and the
-    intra-block ReLUs. Transformers with `*.mlp.act` modules: see `_transformer_layers`.
+    intra-block ReLUs. VGG (torchvision's): every ReLU output, see `_vgg_layers`. Transformers
+    with `*.mlp.act` modules: see `_transformer_layers`.
     """
     if units not in UNIT_CHOICES:
         raise ConfigError(f"units={units!r} is not known; use one of {', '.join(UNIT_CHOICES)}")
@@ -54,6 +56,8 @@ def measured_layers(model: nn.Module, units: str = "block_output") -> list[UnitL
     blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, BasicBlock | Bottleneck)]
     if blocks:
         return _resnet_layers(model, blocks, units)
+    if isinstance(model, VGG):
+        return _vgg_layers(model)
     if any(name.endswith(".mlp.act") for name, _ in model.named_modules()):
         if units != "block_output":
             raise ConfigError(f"units={units!r} is only defined for ResNets; use block_output")
@@ -82,6 +86,31 @@ def _resnet_layers(
             node = f"{name}.relu" + (f"_{call}" if call else "")
             module = f"{name}.relu"
             layers.append(UnitLayer(node, stage, int(index), norm.num_features, module, call))
+    return layers
+
+
+def _vgg_layers(model: VGG) -> list[UnitLayer]:
+    """Every ReLU output of `features` and `classifier`, grouped as Ranadive et al.'s code groups
+    them: the convolutions between two max-pools form a stage (`conv1..conv5`, their modules 1-5),
+    the classifier's ReLUs the last (`classifier`, module 6). A conv unit is a channel, a
+    classifier unit a feature of the (B, features) output. Both unit choices give these layers:
+    every one follows a ReLU, and there are no blocks (`block` is the ReLU's index in its stage).
+    """
+    layers: list[UnitLayer] = []
+    pools, channels = 0, 0
+    for part in ("features", "classifier"):
+        for index, module in enumerate(model.get_submodule(part)):
+            if isinstance(module, nn.Conv2d):
+                channels = module.out_channels
+            elif isinstance(module, nn.Linear):
+                channels = module.out_features
+            elif isinstance(module, nn.MaxPool2d):
+                pools += 1
+            elif isinstance(module, nn.ReLU):
+                stage = f"conv{pools + 1}" if part == "features" else part
+                block = sum(layer.stage == stage for layer in layers)
+                name = f"{part}.{index}"
+                layers.append(UnitLayer(name, stage, block, channels, module=name))
     return layers
 
 
@@ -124,7 +153,8 @@ def unit_table(layers: Sequence[UnitLayer]) -> dict[str, np.ndarray]:
 
 
 def unit_activations(output: Tensor, layer: UnitLayer, negative: str) -> Tensor:
-    """(B, units): a conv channel's spatial mean (§2), a token unit's mean over patch tokens.
+    """(B, units): a conv channel's spatial mean (§2), a token unit's mean over patch tokens, a
+    linear layer's (B, features) output as it is (a VGG classifier's units).
 
     `negative` treats each element before the mean (docs/science.md §15): `keep` the values
     as they are, `clamp` them at 0 or take their `abs`. After a ReLU all three agree, so conv

@@ -1,13 +1,14 @@
-"""The checks of what the loop reads (`optim`, `sched`, `trainer`, `checkpoint`, `fork`): one-line
-ConfigErrors, before any work (tasks/checks.py runs them)."""
+"""The checks of what the loop reads (`optim`, `sched`, `trainer`, `checkpoint`, `fork`,
+`init`): one-line ConfigErrors, before any work (tasks/checks.py runs them)."""
 
 from __future__ import annotations
 
 from vestige.config import RunConfig, TrainerConfig
 from vestige.data import known_train_size
-from vestige.errors import ConfigError, invalid
+from vestige.errors import invalid
 from vestige.step import check_snapshot_specs, check_step
 from vestige.train.fork import check_fork
+from vestige.train.initialization import check_init
 from vestige.train.optim import OPTIMIZERS, SCHEDULES
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -35,12 +36,8 @@ def check_training(cfg: RunConfig, world_size: int) -> None:
         raise invalid("trainer.batch_size", cfg.trainer.batch_size, fix)
     check_snapshot_specs("checkpoint.snapshots", cfg.checkpoint.snapshots)
     check_snapshot_specs("checkpoint.forkable", cfg.checkpoint.forkable)
-    if set(cfg.fork) != {"from", "at"}:
-        unknown = sorted(set(cfg.fork) - {"from", "at"})
-        raise ConfigError(
-            f"unknown config key 'fork.{unknown[0]}': fork takes only fork.from and fork.at"
-        )
     check_fork(cfg)
+    check_init(cfg)
     if cfg.checkpoint.resume_every is not None:
         check_step("checkpoint.resume_every", cfg.checkpoint.resume_every)
     if cfg.checkpoint.keep_resume < 1:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +61,30 @@ def fork_step(cfg: RunConfig) -> int:
     return Clock(parent.read_info()["iterations_per_epoch"]).iterations(cfg.fork["at"])
 
 
+def source_run(name: str, section: Mapping[str, str | None], at: str) -> tuple[str, str] | None:
+    """`(from, at)` of a `fork` or `init` section, None when unset; one-line errors for an
+    unknown key or one of the two set without the other (`at`: an example step)."""
+    unknown = sorted(set(section) - {"from", "at"})
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{name}.{unknown[0]}': {name} takes {name}.from and {name}.at"
+        )
+    if section["from"] is None and section["at"] is None:
+        return None
+    if section["from"] is None or section["at"] is None:
+        raise ConfigError(
+            f"{name}.from and {name}.at go together: set both, "
+            f"e.g. {name}.from=<run dir> {name}.at={at}"
+        )
+    return section["from"], section["at"]
+
+
 def check_fork(cfg: RunConfig) -> None:
     """One-line errors for a fork that cannot start: no parent, no state at k, other settings."""
-    source, at = cfg.fork["from"], cfg.fork["at"]
-    if source is None and at is None:
+    given = source_run("fork", cfg.fork, "5ep")
+    if given is None:
         return
-    if source is None or at is None:
-        raise ConfigError(
-            "fork.from and fork.at go together: set both, e.g. fork.from=<run dir> fork.at=5ep"
-        )
+    source, at = given
     parent = RunDir(Path(source).expanduser())
     if not parent.config.is_file() or "iterations_per_epoch" not in parent.read_info():
         raise ConfigError(f"fork.from={source!r} is invalid: point it at a vestige run directory")

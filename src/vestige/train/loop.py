@@ -34,6 +34,7 @@ from vestige.step import Clock
 from vestige.train import checkpoint, fork, metrics
 from vestige.train.batches import eval_loader, train_loader
 from vestige.train.evaluate import evaluate
+from vestige.train.initialization import initial_weights
 from vestige.train.optim import build_optimizer, build_scheduler
 from vestige.train.plugins import Observer, Regularizer
 from vestige.train.progress import Reporter
@@ -179,7 +180,13 @@ class Training:
             "eval_size": len(splits.eval),
             **splits.class_counts(),
         }
-        model = build_model(cfg.model, splits.num_classes, splits.channels, splits.image_size)
+        model = build_model(
+            cfg.model,
+            splits.num_classes,
+            splits.channels,
+            splits.image_size,
+            initial_weights(cfg),
+        )
         model = model.to(self.device)
         if self.world > 1:
             # one init everywhere, then a stream per rank: dropout and stochastic depth draw

@@ -1,8 +1,9 @@
 """`analysis=ablation`: how much the network needs its most class-selective units, at each
 snapshot (docs/science.md §4).
 
-Per stage, the k most selective block-output units of each block (ranked by that block's own SI at
-the same snapshot) are silenced, against k random units (fixed seeded subsets, the same at every
+Per stage, the k most selective units of each block (a ResNet's or T-CNN's block outputs, a VGG's
+ReLU outputs, a "block" being one ReLU: `selectivity/units.py`), ranked by that block's own SI at
+the same snapshot, are silenced, against k random units (fixed seeded subsets, the same at every
 snapshot, `random_draws` of them), for every k of the grid; `scope=block` silences one block at a
 time, `scope=unit` one unit at a time (the `top_units` most selective and as many random ones).
 The SI comes from the run's selectivity store when it holds this snapshot (and the settings need
@@ -31,7 +32,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from vestige.analysis.ablation.ablate import sweep
+from vestige.analysis.ablation.ablate import ablatable, ablation_counts
 from vestige.analysis.ablation.plan import (
     AUC_COLUMNS,
     COLUMNS,
@@ -52,7 +53,6 @@ from vestige.io import (
     step_files,
     table_text,
 )
-from vestige.models.resnet import ARCHITECTURES
 from vestige.results import Run, Snapshot
 from vestige.selectivity.index import measure_selectivity
 from vestige.selectivity.store import SelectivityStore
@@ -83,17 +83,18 @@ def results_folder(run_path: Path, settings: AblationConfig, bn_stats: str = "ru
 class AblationAnalysis:
     @staticmethod
     def check(cfg: RunConfig, run: Run) -> None:
-        """The ablation settings, and that the run is a ResNet: its units are block outputs."""
+        """The ablation settings, and that the run's units are channels it can silence."""
         settings = cfg.analysis.ablation
         fail = failing("analysis.ablation")
 
-        model = run.config.model.name
-        if model not in ARCHITECTURES:
+        network = _skeleton(run)
+        if not ablatable(network):
             raise ConfigError(
-                f"analysis=ablation needs a ResNet run (it silences block outputs); "
-                f"run={run.path} is {model}"
+                "analysis=ablation needs a network with convolutional units (it silences channels "
+                f"of block outputs or VGG ReLUs); run={run.path} is {run.config.model.name}: "
+                "choose a ResNet, T-CNN or VGG run"
             )
-        stages = ("layer1", "layer2", "layer3", "layer4")  # a ResNet's stages
+        stages = _stages(measured_layers(network, "block_output"))
         if settings.stages is not None and not set(settings.stages) <= set(stages):
             fail("stages", settings.stages, f"choose among {', '.join(stages)}, or null for all")
         if settings.stages is not None and not settings.stages:
@@ -121,8 +122,8 @@ class AblationAnalysis:
         self.ctx = ctx
         self.settings = ctx.cfg.analysis.ablation
         self.folder = results_folder(ctx.run.path, self.settings, ctx.bn_label)
-        self.layers = measured_layers(ctx.run.build_model(), "block_output")
-        every = list(dict.fromkeys(layer.stage for layer in self.layers))
+        self.layers = measured_layers(_skeleton(ctx.run), "block_output")
+        every = _stages(self.layers)
         self.stages = [s for s in every if s in (self.settings.stages or every)]
         self.rank_loader, self.eval_loader = ctx.eval_loader, ctx.eval_loader
         if self.settings.split == "heldout":
@@ -151,7 +152,7 @@ class AblationAnalysis:
             )
             for stage in todo
         ]
-        counts = sweep(
+        counts = ablation_counts(
             model,
             self.eval_loader,
             [plan.distinct for plan in plans],
@@ -186,7 +187,7 @@ class AblationAnalysis:
         return UnitRanking.measured(result)
 
     def finish(self) -> None:
-        every = list(dict.fromkeys(layer.stage for layer in self.layers))
+        every = _stages(self.layers)
         rows = [
             row
             for step, stage in sorted((s, i) for i, st in enumerate(every) for s in self._done(st))
@@ -196,6 +197,18 @@ class AblationAnalysis:
             atomic_write_text(self.folder / "ablation.csv", table_text(rows, COLUMNS, digits=6))
             auc = table_text(auc_rows(rows), AUC_COLUMNS, digits=6)
             atomic_write_text(self.folder / "auc.csv", auc)
+
+
+def _skeleton(run: Run) -> nn.Module:
+    """The run's network on the meta device: its modules without weights, all that says where
+    its units are, built at no cost (a VGG-16 has 138M weights to initialise)."""
+    with torch.device("meta"):
+        return run.build_model()
+
+
+def _stages(layers: list[UnitLayer]) -> list[str]:
+    """The stages of `layers`, in forward order."""
+    return list(dict.fromkeys(layer.stage for layer in layers))
 
 
 def _stored_ranking(

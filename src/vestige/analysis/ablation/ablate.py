@@ -1,14 +1,15 @@
-"""Silencing block-output units of a ResNet and counting what the network still gets right.
+"""Silencing units of a convolutional network and counting what it still gets right.
 
-Ablate = set a channel of a block's output (the units of `selectivity/units.py`, `block_output`)
-to a fixed value, 0 or its mean, in eval mode with BN running statistics
-(docs/science.md §4).
+Ablate = set a unit (`selectivity/units.py`, `block_output`: a channel of a ResNet block's output,
+T-CNN and CIFAR ResNets included, or of a VGG ReLU's output) to a fixed value, 0 or its mean, in
+eval mode with BN running statistics (docs/science.md §4).
 
 `sweep` is the fast way: per batch the network runs once up to each stage and through it
 unablated; every ablation then starts from the cached output of the first block it touches, and
 several ablations run as one batched forward. `naive_sweep` is the plain way, one full forward pass
-over the data per ablation, kept as the reference that the fast way is tested and benchmarked
-against (tests/test_ablation.py, scripts/bench_ablation.py).
+over the data per ablation: the reference that the fast way is tested and benchmarked against
+(tests/test_ablation.py, scripts/bench_ablation.py), and the way for networks the fast way cannot
+cut (`ablation_counts` chooses).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import ResNet
+from torchvision.models.vgg import VGG
 
 from vestige.errors import ConfigError
 from vestige.selectivity.units import UnitLayer, measured_layers
@@ -97,10 +99,16 @@ class ResNetPieces:
     stages: dict[str, list[nn.Module]]
     head: nn.Module
 
+    @staticmethod
+    def fits(model: nn.Module) -> bool:
+        """A torchvision ResNet (vestige's ResNets, CIFAR ResNets and T-CNNs are): its forward
+        is stem, stages of blocks, head, the order `of` assumes."""
+        return isinstance(model, ResNet)
+
     @classmethod
     def of(cls, model: nn.Module) -> ResNetPieces:
         """The same modules (shared weights) that `ResNet.forward` calls, in its order."""
-        if not isinstance(model, ResNet):
+        if not cls.fits(model):
             raise ConfigError(
                 f"ablation needs a torchvision ResNet; {type(model).__name__} is not one"
             )
@@ -129,6 +137,36 @@ class ResNetPieces:
             for block in self.stages[later]:
                 x = block(x)
         return self.head(x).unflatten(0, (masks.shape[0], -1))
+
+
+def ablatable(model: nn.Module) -> bool:
+    """Whether `model`'s units are channels that `silence` sets (dim 1 of a layer's output): a
+    torchvision ResNet's block outputs or a VGG's ReLU outputs. A transformer's units are features
+    of every token (the last dim), which `silence` does not reach."""
+    return isinstance(model, ResNet | VGG)
+
+
+def ablation_counts(
+    model: nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    ablations: Sequence[StageAblations],
+    num_classes: int,
+    device: torch.device,
+    masks_per_forward: int = 1,
+) -> list[AblationCounts]:
+    """Counts of every ablation of every stage over `loader`, by `sweep` where `ResNetPieces`
+    can cut the network, else by `naive_sweep`.
+
+    The fast way needs the network as stem, stages of blocks and head, which a torchvision
+    ResNet's forward is (a T-CNN's converted blocks are still its blocks). A VGG's units are
+    ReLUs inside its `features` and `classifier`, with pooling and flattening between them in its
+    own forward: no such cut, so one full forward per ablation (`masks_per_forward` is the
+    fast way's). Both give the same counts (tests/test_ablation.py), so the results do not depend
+    on which ran.
+    """
+    if ResNetPieces.fits(model):
+        return sweep(model, loader, ablations, num_classes, device, masks_per_forward)
+    return [naive_sweep(model, loader, ablation, num_classes, device) for ablation in ablations]
 
 
 @torch.no_grad()
