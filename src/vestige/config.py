@@ -197,6 +197,9 @@ class CheckpointConfig:
     # forks can start there: e.g. ["5ep"] or ["every 1ep until 10ep"]
     forkable: list[str] = field(default_factory=list)
     keep_resume: int = 2
+    # snapshots and resume states being written in the background at once, each a copy in host
+    # memory; training waits for a free one (train/writer.py)
+    pending_writes: int = setting(2, identity=False)
 
 
 @dataclass

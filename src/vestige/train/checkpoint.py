@@ -3,7 +3,8 @@
 Resume states carry everything needed to continue bitwise-identically (model, optimiser, lr
 schedule, RNG states, data position, running sums); a sidecar SHA-256 written after the file
 lets a truncated or corrupted one be detected and skipped. Snapshots hold only the weights and
-are listed in `manifest.json`. Every load uses `weights_only=True`.
+are listed in `manifest.json`. Every load uses `weights_only=True`. The loop hands both to the
+background writer (train/writer.py) as host copies (`host_copy`), serialised to the same bytes.
 """
 
 from __future__ import annotations
@@ -37,13 +38,29 @@ def _serialize(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-def save_snapshot(run: RunDir, model: torch.nn.Module, step: int, epoch: float) -> None:
-    """Write snapshots/step_N.pt, its .sha256, then list it in the manifest."""
+def host_copy(state: Any) -> Any:
+    """`state` with every tensor copied to host memory, so that later in-place updates of the
+    model or optimiser cannot reach what is written. Containers keep their type and attributes
+    (a state dict's `_metadata`: module versions), so the serialised bytes are those of `state`
+    (from a GPU, but for the device each tensor is recorded on)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        copied = type(state)((key, host_copy(value)) for key, value in state.items())
+        if hasattr(state, "__dict__"):
+            copied.__dict__.update(state.__dict__)
+        return copied
+    if isinstance(state, list | tuple):
+        return type(state)(host_copy(value) for value in state)
+    return state
+
+
+def save_snapshot(run: RunDir, weights: dict[str, Any], step: int, epoch: float) -> None:
+    """Write snapshots/step_N.pt of the model's state dict `weights`, its .sha256, then list it
+    in the manifest."""
     path = snapshot_path(run, step)
     entries = [s for s in read_manifest(run) if s["step"] != step]
-    write_with_checksum(
-        path, _serialize({"model": model.state_dict(), "step": step, "epoch": epoch})
-    )
+    write_with_checksum(path, _serialize({"model": weights, "step": step, "epoch": epoch}))
     entries.append({"step": step, "epoch": epoch, "path": str(path.relative_to(run.path))})
     atomic_write_json(run.manifest, {"snapshots": sorted(entries, key=lambda s: s["step"])})
 

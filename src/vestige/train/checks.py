@@ -42,6 +42,9 @@ def check_training(cfg: RunConfig, world_size: int) -> None:
         check_step("checkpoint.resume_every", cfg.checkpoint.resume_every)
     if cfg.checkpoint.keep_resume < 1:
         raise invalid("checkpoint.keep_resume", cfg.checkpoint.keep_resume, "keep at least 1")
+    if cfg.checkpoint.pending_writes < 1:
+        fix = "allow at least 1 write in flight"
+        raise invalid("checkpoint.pending_writes", cfg.checkpoint.pending_writes, fix)
 
 
 def _check_trainer(t: TrainerConfig, world_size: int) -> None:

@@ -2,8 +2,9 @@
 
 At every step of the snapshot schedule the loop writes a weights-only snapshot, evaluates (with
 the observers' probes riding along) and appends one metrics row; at every resume point it writes
-the rolling resume state. Regularizers add to the loss; observers measure. Nothing here knows
-what they compute.
+the rolling resume state. Both are copied to host memory and written by a background writer
+(train/writer.py), which the loop closes however training ends. Regularizers add to the loss;
+observers measure. Nothing here knows what they compute.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from vestige.train.initialization import initial_weights
 from vestige.train.optim import build_optimizer, build_scheduler
 from vestige.train.plugins import Observer, Regularizer
 from vestige.train.progress import Reporter
+from vestige.train.writer import CheckpointWriter
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +307,10 @@ class Training:
             observer.on_train_start(self.model, self.dataset_info["num_classes"], self.step)
         self.reporter.start(self.step, self.total, self.cfg.trainer.epochs)
         with ExitStack() as hooks:
+            # closed last: every pending write is on disk before run() returns or raises
+            self.writer = hooks.enter_context(
+                CheckpointWriter(self.cfg.checkpoint.pending_writes)
+            )
             for regularizer in self.regularizers:
                 hooks.enter_context(regularizer.attach(self.model, self.iterations_per_epoch))
             try:
@@ -352,6 +359,8 @@ class Training:
     def stop_early(self) -> None:
         if self.step not in self.resume_steps:
             self.save_resume()
+        self.writer.close()  # every rank leaves once the state to continue from is on disk
+        distributed.barrier()
         raise Preempted(self.step)
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
@@ -443,7 +452,10 @@ class Training:
         if not math.isfinite(result["eval_loss"]):  # finite weights, but too large to use
             raise self.diverged(f"the evaluation loss became {result['eval_loss']}")
         if distributed.is_main():
-            checkpoint.save_snapshot(self.run_dir, self.model, self.step, epoch)
+            weights = checkpoint.host_copy(self.model.state_dict())
+            self.writer.submit(
+                partial(checkpoint.save_snapshot, self.run_dir, weights, self.step, epoch)
+            )
         row: dict[str, Any] = {
             "step": self.step,
             "epoch": epoch,
@@ -463,7 +475,12 @@ class Training:
         self.check_finite(weights=True)
         state = self.resume_state()  # every rank takes part: the running sums are reduced
         if distributed.is_main():
-            path = checkpoint.save_resume(self.run_dir, state, self.cfg.checkpoint.keep_resume)
-            if self.step in self.forkable_steps:
-                fork.keep_forkable(self.run_dir, path, self.step)
+            self.writer.submit(partial(self.write_resume, checkpoint.host_copy(state)))
         distributed.barrier()
+
+    def write_resume(self, state: dict[str, Any]) -> None:
+        """On the writer thread: the resume state, then, at a forkable step, the links that
+        keep it (which read the file just written)."""
+        path = checkpoint.save_resume(self.run_dir, state, self.cfg.checkpoint.keep_resume)
+        if state["step"] in self.forkable_steps:
+            fork.keep_forkable(self.run_dir, path, state["step"])
