@@ -30,14 +30,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from vestige.train.seeding import derive_seed
 
-from vestige.config import validate
 from vestige.data import build_datasets
+from vestige.distributed import select_device
 from vestige.models import build_model
-from vestige.preflight import compose_point
 from vestige.rundir import RunDir
-from vestige.train.loop import Training, select_device
+from vestige.seeding import derive_seed
+from vestige.tasks.checks import check
+from vestige.tasks.compose import compose_point
+from vestige.train.loop import Training
 from vestige.train.progress import Reporter
 
 TARGET = 0.95
@@ -93,7 +94,7 @@ def compose(args: argparse.Namespace) -> Any:
     if args.width is not None:
         overrides.append(f"model.width={args.width}")
     cfg = compose_point(overrides)
-    validate(cfg)
+    check(cfg)
     return cfg
 
 
@@ -129,8 +130,8 @@ def time_hand_written(cfg: Any, execution: Execution, warmup: int, steps: int) -
     format, so that both sides run the same kernels.
     """
     device = execution.device
-    torch.manual_seed(derive_seed(cfg.seed, "init"))
-    splits = build_datasets(cfg.data, derive_seed(cfg.seed, "augment"))
+    torch.manual_seed(derive_seed(cfg.seed, "init", scheme="sha256"))
+    splits = build_datasets(cfg.data, derive_seed(cfg.seed, "augment", scheme="sha256"))
     model = build_model(cfg.model, splits.num_classes, splits.channels, splits.image_size)
     memory_format = torch.channels_last if execution.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
@@ -142,7 +143,7 @@ def time_hand_written(cfg: Any, execution: Execution, warmup: int, steps: int) -
         drop_last=True,
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "data")),
+        generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "data", scheme="sha256")),
     )
     model.train()
     step, start = 0, 0.0

@@ -20,9 +20,8 @@ from contextlib import ExitStack
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from vestige.selectivity.training import SelectivityRegularizer
 
-from vestige.config import RegularizerConfig, ResNetConfig
+from vestige.config import RegularizerConfig, ResNetConfig, SelectivityConfig
 from vestige.models import build_model
 from vestige.selectivity.index import (
     ClassConditionalStats,
@@ -30,6 +29,7 @@ from vestige.selectivity.index import (
     SelectivityResult,
     selectivity_index,
 )
+from vestige.selectivity.regularizer import SelectivityRegularizer
 from vestige.selectivity.units import UnitLayer, measured_layers, record_unit_activations
 from vestige.train.evaluate import evaluate
 
@@ -89,7 +89,8 @@ def bench_training_step(
         regularizer = None
         with ExitStack() as hooks:
             if alpha is not None:
-                regularizer = SelectivityRegularizer(RegularizerConfig("selectivity", alpha=alpha))
+                settings = RegularizerConfig("selectivity", alpha=alpha)
+                regularizer = SelectivityRegularizer(settings, "clamp")
                 hooks.enter_context(regularizer.attach(net, 1))
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(net(images), targets)
@@ -122,7 +123,7 @@ def recorded_pass(
     """Per batch, the (B, units) activations of every layer and the targets, moved to `device`."""
     net.eval()
     recorded = []
-    with torch.no_grad(), record_unit_activations(net, layers) as acts:
+    with torch.no_grad(), record_unit_activations(net, layers, "clamp") as acts:
         for images, targets in loader:
             net(images)
             recorded.append(({n: a.to(device) for n, a in acts.items()}, targets.to(device)))
@@ -151,7 +152,8 @@ def naive_accumulate(
                     counts[c] += 1
                     for name, a in acts.items():
                         sums[name][c] += a[i]
-    return {name: selectivity_index((s / counts[:, None]).T) for name, s in sums.items()}
+    eps = SelectivityConfig().eps
+    return {name: selectivity_index((s / counts[:, None]).T, eps) for name, s in sums.items()}
 
 
 def streaming_accumulate(
@@ -161,7 +163,7 @@ def streaming_accumulate(
     stats = ClassConditionalStats(NUM_CLASSES)
     for acts, labels in recorded:
         stats.update(acts, labels)
-    return SelectivityResult.from_stats(stats, layers).si
+    return SelectivityResult.from_stats(stats, layers, SelectivityConfig().eps).si
 
 
 def bench_measurement(
@@ -177,7 +179,7 @@ def bench_measurement(
         evaluate(net, loader, device, [])
 
     def probed() -> dict[str, Tensor]:
-        probe = SelectivityProbe(net, layers, NUM_CLASSES)
+        probe = SelectivityProbe(net, layers, NUM_CLASSES, SelectivityConfig())
         evaluate(net, loader, device, [probe])
         return probe.result().si
 
