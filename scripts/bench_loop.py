@@ -193,8 +193,9 @@ def measure(
     return rates
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_options(description: str) -> argparse.ArgumentParser:
+    """The options of a timed run that `compose` and `measure` read (shared by the benches)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default="resnet18_quarter", help="a conf/model/ choice")
     parser.add_argument("--width", type=float, default=None, help="override model.width")
     parser.add_argument("--data", default="synthetic", help="a conf/data/ choice")
@@ -204,7 +205,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="repetitions of each side")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = run_options(__doc__.split("\n\n")[0]).parse_args()
 
     torch.set_num_threads(args.threads)
     cfg = compose(args)

@@ -14,12 +14,11 @@ test: it exits 0 whatever the figures.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 
 import torch
-from bench_loop import compose, measure, time_vestige
+from bench_loop import compose, measure, run_options, time_vestige
 from omegaconf import OmegaConf
 
 from vestige.distributed import select_device
@@ -37,17 +36,9 @@ def with_checkpoints(cfg, snapshots: list[str], resume_every: str | None):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet18_quarter", help="a conf/model/ choice")
-    parser.add_argument("--width", type=float, default=None, help="override model.width")
-    parser.add_argument("--data", default="synthetic", help="a conf/data/ choice")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser = run_options(__doc__.split("\n\n")[0])
     parser.add_argument("--every", type=int, default=50, help="steps between checkpoints")
-    parser.add_argument("--steps", type=int, default=100, help="timed steps per repetition")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per repetition")
-    parser.add_argument("--repeats", type=int, default=4, help="repetitions of each side")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.set_defaults(steps=100, repeats=4)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
