@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from vestige.analysis.ablation.ablate import ablatable, ablation_counts
+from vestige.analysis.ablation.ablate import ablatable, sweep
 from vestige.analysis.ablation.plan import (
     AUC_COLUMNS,
     COLUMNS,
@@ -152,7 +152,7 @@ class AblationAnalysis:
             )
             for stage in todo
         ]
-        counts = ablation_counts(
+        counts = sweep(
             model,
             self.eval_loader,
             [plan.distinct for plan in plans],

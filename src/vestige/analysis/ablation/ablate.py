@@ -9,7 +9,7 @@ unablated; every ablation then starts from the cached output of the first block 
 several ablations run as one batched forward. `naive_sweep` is the plain way, one full forward pass
 over the data per ablation: the reference that the fast way is tested and benchmarked against
 (tests/test_ablation.py, scripts/bench_ablation.py), and the way for networks the fast way cannot
-cut (`ablation_counts` chooses).
+cut (`sweep` chooses).
 """
 
 from __future__ import annotations
@@ -146,29 +146,6 @@ def ablatable(model: nn.Module) -> bool:
     return isinstance(model, ResNet | VGG)
 
 
-def ablation_counts(
-    model: nn.Module,
-    loader: Iterable[tuple[Tensor, Tensor]],
-    ablations: Sequence[StageAblations],
-    num_classes: int,
-    device: torch.device,
-    masks_per_forward: int = 1,
-) -> list[AblationCounts]:
-    """Counts of every ablation of every stage over `loader`, by `sweep` where `ResNetPieces`
-    can cut the network, else by `naive_sweep`.
-
-    The fast way needs the network as stem, stages of blocks and head, which a torchvision
-    ResNet's forward is (a T-CNN's converted blocks are still its blocks). A VGG's units are
-    ReLUs inside its `features` and `classifier`, with pooling and flattening between them in its
-    own forward: no such cut, so one full forward per ablation (`masks_per_forward` is the
-    fast way's). Both give the same counts (tests/test_ablation.py), so the results do not depend
-    on which ran.
-    """
-    if ResNetPieces.fits(model):
-        return sweep(model, loader, ablations, num_classes, device, masks_per_forward)
-    return [naive_sweep(model, loader, ablation, num_classes, device) for ablation in ablations]
-
-
 @torch.no_grad()
 def sweep(
     model: nn.Module,
@@ -178,11 +155,21 @@ def sweep(
     device: torch.device,
     masks_per_forward: int = 1,
 ) -> list[AblationCounts]:
-    """Counts of every ablation of every stage over `loader`, the fast way (see the module doc).
+    """Counts of every ablation of every stage over `loader`, the fast way (see the module doc)
+    where `ResNetPieces` can cut the network, else by `naive_sweep`.
+
+    The fast way needs the network as stem, stages of blocks and head, which a torchvision
+    ResNet's forward is (a T-CNN's converted blocks are still its blocks). A VGG's units are
+    ReLUs inside its `features` and `classifier`, with pooling and flattening between them in its
+    own forward: no such cut, so one full forward per ablation. Both give the same counts
+    (tests/test_ablation.py), so the results do not depend on which ran.
 
     An ablation that silences nothing gets the unablated network's counts at no extra cost.
-    `masks_per_forward` ablations run as one batch (memory: as many copies of a block output).
+    `masks_per_forward` ablations run as one batch (memory: as many copies of a block output;
+    the fast way only).
     """
+    if not ResNetPieces.fits(model):
+        return [naive_sweep(model, loader, ablation, num_classes, device) for ablation in ablations]
     model.eval()
     pieces = ResNetPieces.of(model)
     plans = {a.stage: (a, _groups_by_first_block(a.masks)) for a in ablations}
