@@ -14,23 +14,32 @@ test: it exits 0 whether or not the target is met.
 
     .venv/bin/python scripts/bench_loop.py
     .venv/bin/python scripts/bench_loop.py --data fashion_mnist --model resnet18 --steps 20
+    .venv/bin/python scripts/bench_loop.py --device cuda --model resnet50 --data imagenet ...
+        --compile default   # both sides torch.compile'd (trainer.compile); warm-up compiles
+    .venv/bin/python scripts/bench_loop.py --logger tensorboard
+        # vestige with and without the tracker, a metrics row (and its evaluation of one batch)
+        # every --rows-every steps on both sides: what logging the rows costs
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from vestige.config import LoggerConfig
 from vestige.data import build_datasets
 from vestige.distributed import select_device
 from vestige.models import build_model
@@ -38,10 +47,14 @@ from vestige.rundir import RunDir
 from vestige.seeding import derive_seed
 from vestige.tasks.checks import check
 from vestige.tasks.compose import compose_point
+from vestige.tasks.train import tracked, tracked_run
+from vestige.tracking import build_tracking
 from vestige.train.loop import Training
 from vestige.train.progress import Reporter
 
 TARGET = 0.95
+LOGGER_TARGET = 0.98  # a tracker costs under 2% of training throughput (issue 15)
+OUTPUTS = Path(tempfile.gettempdir()) / "bench-loop-outputs"  # the trackers' local stores
 
 
 class StepClock(Reporter):
@@ -68,6 +81,13 @@ class StepClock(Reporter):
         return end - start
 
 
+def device_name(device: torch.device) -> str:
+    """What a figure was measured on: the GPU's name, or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def synchronized_clock(device: torch.device) -> float:
     """perf_counter once the device has finished the work queued so far."""
     if device.type == "cuda":
@@ -85,6 +105,7 @@ def compose(args: argparse.Namespace) -> Any:
         f"trainer.epochs={args.warmup + args.steps}",
         f"trainer.max_steps={args.warmup + args.steps}",
         f"device={args.device}",
+        f"trainer.compile={args.compile}",
         "trainer.progress=none",
         "selectivity.enabled=false",
         "checkpoint.snapshots=[]",
@@ -93,17 +114,25 @@ def compose(args: argparse.Namespace) -> Any:
     ]
     if args.width is not None:
         overrides.append(f"model.width={args.width}")
+    if args.logger != "none":
+        overrides += [f"logger={args.logger}", f"outputs={OUTPUTS}"]
+        overrides.append(f"checkpoint.snapshots=[every {args.rows_every}it]")
     cfg = compose_point(overrides)
     check(cfg)
     return cfg
 
 
 def time_vestige(cfg: Any, warmup: int, steps: int) -> float:
-    """Seconds for `steps` steps of `Training.run()` after `warmup` steps, in a fresh run dir."""
+    """Seconds for `steps` steps of `Training.run()` after `warmup` steps, in a fresh run dir,
+    with the trackers `cfg.logger` chooses (none by default)."""
     with tempfile.TemporaryDirectory(prefix="bench-vestige-") as path:
+        run = RunDir(path)
         clock = StepClock(warmup, warmup + steps, select_device(cfg.device))
-        training = Training(cfg, RunDir(path), observers=[], regularizers=[], reporter=clock)
-        training.run()
+        tracking = build_tracking(cfg.logger, tracked_run(cfg, run))
+        observers = [tracking] if tracking else []
+        training = Training(cfg, run, observers=observers, regularizers=[], reporter=clock)
+        with tracked(tracking):
+            training.run()
         return clock.seconds()
 
 
@@ -146,13 +175,15 @@ def time_hand_written(cfg: Any, execution: Execution, warmup: int, steps: int) -
         generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "data", scheme="sha256")),
     )
     model.train()
+    compile_mode = cfg.trainer.compile
+    forward = model if compile_mode == "off" else torch.compile(model, mode=compile_mode)
     step, start = 0, 0.0
     while True:
         for inputs, targets in loader:
             inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
             targets = targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=execution.autocast):
-                loss = F.cross_entropy(model(inputs).float(), targets)
+                loss = F.cross_entropy(forward(inputs).float(), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -205,6 +236,16 @@ def run_options(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=10, help="repetitions of each side")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--compile", default="off", help="trainer.compile on both sides: off | default | ..."
+    )
+    parser.add_argument(
+        "--logger", default="none", help="a tracker (tensorboard | mlflow | wandb): vestige with "
+        "it against vestige without, instead of the hand-written loop"
+    )
+    parser.add_argument(
+        "--rows-every", type=int, default=20, help="with --logger: steps between metrics rows"
+    )
     return parser
 
 
@@ -218,10 +259,14 @@ def main() -> None:
     print(
         f"model {model_desc} | data {cfg.data.name} {cfg.data.channels}x{cfg.data.image_size}px"
         f" | batch {args.batch_size} | {cfg.optim.name} lr {cfg.optim.lr}"
-        f" | device {execution.device} bf16 {execution.autocast}"
-        f" channels_last {execution.channels_last} | torch threads {torch.get_num_threads()}"
+        f" | device {execution.device} ({device_name(execution.device)}) bf16 {execution.autocast}"
+        f" channels_last {execution.channels_last} | compile {cfg.trainer.compile}"
+        f" | torch {torch.__version__} threads {torch.get_num_threads()}"
     )
     print(f"{args.repeats} repetitions of {args.warmup} untimed + {args.steps} timed steps")
+    if args.logger != "none":
+        compare_logger(args, cfg)
+        return
     sides = {
         "vestige": lambda: time_vestige(cfg, args.warmup, args.steps),
         "hand-written": lambda: time_hand_written(cfg, execution, args.warmup, args.steps),
@@ -239,6 +284,23 @@ def main() -> None:
     ratio = statistics.median(rates["vestige"]) / statistics.median(rates["hand-written"])
     verdict = "met" if ratio >= TARGET else "NOT met"
     print(f"ratio vestige/hand-written = {ratio:.3f} (target >= {TARGET}: {verdict})")
+
+
+def compare_logger(args: argparse.Namespace, cfg: Any) -> None:
+    """img/s of vestige with `--logger` and without, a metrics row every `--rows-every` steps."""
+    untracked = OmegaConf.merge(cfg, {"logger": OmegaConf.structured(LoggerConfig)})
+    print(f"a metrics row every {args.rows_every} steps; trackers' stores in {OUTPUTS}")
+    sides = {
+        "no logger": lambda: time_vestige(untracked, args.warmup, args.steps),
+        args.logger: lambda: time_vestige(cfg, args.warmup, args.steps),
+    }
+    rates = measure(sides, args.repeats, args.steps * args.batch_size)
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    for name, values in rates.items():
+        print(f"{name:<12} {medians[name]:9.1f} {min(values):9.1f} {max(values):9.1f}  (img/s)")
+    ratio = medians[args.logger] / medians["no logger"]
+    verdict = "met" if ratio >= LOGGER_TARGET else "NOT met"
+    print(f"ratio {args.logger}/no logger = {ratio:.3f} (target >= {LOGGER_TARGET}: {verdict})")
 
 
 if __name__ == "__main__":

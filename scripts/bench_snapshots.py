@@ -14,11 +14,10 @@ test: it exits 0 whatever the figures.
 
 from __future__ import annotations
 
-import platform
 import statistics
 
 import torch
-from bench_loop import compose, measure, run_options, time_vestige
+from bench_loop import compose, device_name, measure, run_options, time_vestige
 from omegaconf import OmegaConf
 
 from vestige.distributed import select_device
@@ -50,9 +49,9 @@ def main() -> None:
         f"resume/{every}": with_checkpoints(plain, [], every),
     }
     device = select_device(plain.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(
-        f"model {plain.model.name} | batch {args.batch_size} | device {device} ({name or 'cpu'})"
+        f"model {plain.model.name} | batch {args.batch_size}"
+        f" | device {device} ({device_name(device)})"
         f" | torch {torch.__version__} | threads {torch.get_num_threads()}"
     )
     print(f"{args.repeats} repetitions of {args.warmup} untimed + {args.steps} timed steps")

@@ -9,6 +9,19 @@ from pathlib import Path
 
 import pytest
 
+FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+# A run of a few seconds on real images (the robustness analysis needs pixels): 10 steps
+FASHION_MNIST_TINY = [
+    "data=fashion_mnist",
+    f"data.root={FASHION_MNIST_ROOT}",
+    "data.channels=1",
+    "data.image_size=28",
+    "data.train_limit=320",
+    "data.eval_limit=60",
+    "model.width=0.125",
+    "trainer.batch_size=32",
+    "trainer.epochs=1",
+]
 # A network and dataset small enough for a run of a few seconds on a 2-core CPU: the synthetic
 # task without the default run's shared distractors, which a tiny run learns in a few steps, so
 # that what a test compares (selectivity with and without the regularizer, accuracy) is large.

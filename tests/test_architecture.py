@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).parents[1] / "src" / "vestige"
 # bottom to top; a component is the first name below `vestige` (a package or a module)
 LAYERS = (
     ("ground floor", {"errors", "step", "config", "io", "seeding", "distributed", "precision"}),
-    ("owners", {"data", "models", "selectivity", "rundir"}),
+    ("owners", {"data", "models", "selectivity", "rundir", "tracking"}),
     ("training and reading runs", {"train", "results"}),
     ("analyses", {"analysis"}),
     ("reports", {"report"}),

@@ -33,7 +33,7 @@ MISTAKES = {
     "hydra/launcher=slurm hydra.launcher.nodes=two": "hydra.launcher.nodes",
     "hydra/launcher=slrum": "hydra/launcher='slrum'",
     "task=collect sweep=/no/such/sweep": "sweep='/no/such/sweep'",
-    "analysis.linearity.images=5": "add analysis=<ablation | attention | linearity | selectivity>",
+    "analysis.linearity.images=5": "add analysis=<ablation | attention | linearity | robustness",
     # R needs each image's own class: Mixup/CutMix blend them (docs/science.md §3)
     "regularizer=selectivity data.mixup=0.8": "regularizer='selectivity' is invalid: R needs",
     "regularizer=selectivity data.cutmix=1.0": "set data.mixup=0 and data.cutmix=0",

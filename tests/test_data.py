@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FASHION_MNIST_ROOT
 from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -17,9 +18,6 @@ from vestige.data import DATASETS, DataSplits, build_datasets
 from vestige.data.idx import IDX_TYPES, read_idx
 from vestige.errors import ConfigError
 from vestige.tasks.compose import CONF_DIR as CONF
-
-FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
-
 
 # the harder task of the default run (conf/data/synthetic.yaml), sizes aside
 DEFAULT_TASK = {

@@ -190,7 +190,7 @@ def single_process_measurement(run_dir: Path, step: int) -> tuple[dict, dict]:
     splits = build_datasets(cfg.data, 0)
     model = build_model(cfg.model, splits.num_classes, splits.channels, splits.image_size)
     model.load_state_dict(load_weights(snapshot_path(RunDir(run_dir), step)))
-    loader = eval_loader(splits.eval, 16, 0, 1, 0, False)
+    loader = eval_loader(splits.eval, 16, 0, 1, 0, torch.device("cpu"))
     metrics = evaluate(model, loader, torch.device("cpu"), [])
     layers = measured_layers(model, cfg.selectivity.units)
     result = measure_selectivity(

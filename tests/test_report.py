@@ -354,6 +354,15 @@ def analysed(name: str, identity: dict, seed: int, gated: bool) -> RunRecord:
         },
         gates=table(**by_layer, gate=np.linspace(0.2, 0.9, 8)) if gated else None,
         nonlocality=table(**by_layer, nonlocality=np.linspace(1, 3, 8)),
+        robustness={
+            "summary": table(step=steps, epoch=epochs, clean_accuracy=[0.1, 0.3, 0.5, 0.6],
+                             mean_corruption_accuracy=[0.1, 0.2, 0.4, 0.5]),
+            "adversarial": table(step=steps, epoch=epochs, attack=["pgd"] * 4,
+                                 norm=["linf"] * 4, epsilon=[8 / 255] * 4,
+                                 accuracy=[0.1, 0.1, 0.2, 0.1]),
+            "change": table(step=steps, epoch=epochs, stage=["layer4"] * 4,
+                            participation_ratio=[5.0, 4.0, 3.0, 3.5]),
+        },
     )  # fmt: skip
 
 
@@ -372,7 +381,7 @@ def test_every_figure_is_drawn_from_the_analysis_tables_of_two_conditions(style)
         assert_valid_png(figure.png)
     page = render_page("t", "", groups, figures, [runs_table(groups)])
     assert len(embedded_pngs(page)) == len(FIGURES)
-    for section in ("Class selectivity", "Ablation", "Linear regime", "Attention"):
+    for section in ("Class selectivity", "Ablation", "Linear regime", "Attention", "Robustness"):
         assert f"<h2>{section}</h2>" in page
 
 

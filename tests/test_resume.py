@@ -171,3 +171,15 @@ def test_each_invocation_is_recorded_and_another_thread_count_is_warned_of(workd
     invocations = json.loads((run_dir / "run.json").read_text())["invocations"]
     assert [i["threads"] for i in invocations] == [1, 2]
     assert all(i["world_size"] == 1 and i["device"] == "cpu" for i in invocations)
+
+
+def test_resume_states_follow_their_own_step_rule_not_the_snapshots(workdir):
+    """`checkpoint.resume_every` alone decides the periodic resume states (plus the final step):
+    none at the snapshot steps or epoch ends in between, so dense snapshots cost no resume saves."""
+    run_dir = workdir / "run"
+    args = [*TINY, "checkpoint.resume_every=5it", "checkpoint.keep_resume=50"]
+    args += ["checkpoint.snapshots=[0it,every 2it]", f"hydra.run.dir={run_dir}"]
+    result = run_cli(args, workdir)
+    assert result.returncode == 0, result.stderr
+    saved = sorted(int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints/resume").glob("*.pt"))
+    assert saved == [5, 10, 15, 16]  # TINY: 2 epochs of 8 steps

@@ -22,6 +22,7 @@ CHOICE_GROUPS = (
     ("optim", "optimisers"),
     ("sched", "learning-rate schedules"),
     ("regularizer", "regularizers of the training loss"),
+    ("logger", "experiment trackers every metrics row also goes to (several: logger=[a,b])"),
     ("scale", "scales of an experiment preset"),
 )
 

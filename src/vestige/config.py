@@ -144,6 +144,9 @@ class DataConfig:
     eval_split: str = "test"  # which split evaluation and selectivity use
     download: bool = False
     num_workers: int = setting(0, identity=False)
+    # folder datasets: decode JPEGs per item with PIL in the workers (cpu), or read their bytes
+    # there and decode, crop and resize in batches on the run's device (gpu: data/encoded.py)
+    decode: str = "cpu"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -182,6 +185,10 @@ class TrainerConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     channels_last: str = "auto"  # auto (on CUDA) | "true" | "false"
     deterministic: bool = False
+    # torch.compile of the training step's forward and backward: off, or a torch.compile mode
+    # (default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs); evaluations and
+    # measurements run the eager network, whose hooks see real module outputs
+    compile: str = setting("off", identity=False)
     # auto (rich on a TTY, plain lines otherwise) | rich | plain | none
     progress: str = setting("auto", identity=False)
     log_every: int = setting(20, identity=False)  # plain progress line every N steps
@@ -192,7 +199,9 @@ class TrainerConfig:
 class CheckpointConfig:
     # snapshot specs: "0it", "every 1ep", "every 50it until 2ep", "log 8 from 1it to 3ep"
     snapshots: list[str] = field(default_factory=lambda: ["0it", "every 1ep"])
-    resume_every: str | None = None  # extra resume checkpoints, e.g. "200it"
+    # a resume state every this many steps ("500it", "1ep"; null: none), besides the final step,
+    # the forkable steps and a stop; the default keeps its cost under 1% (docs/outputs.md)
+    resume_every: str | None = setting("500it", identity=False)
     # full training states kept for good at these steps (same rules as snapshots), so that
     # forks can start there: e.g. ["5ep"] or ["every 1ep until 10ep"]
     forkable: list[str] = field(default_factory=list)
@@ -295,6 +304,36 @@ class AttentionConfig:
 
 
 @dataclass
+class RobustnessConfig:
+    """analysis=robustness: accuracy under corruptions and attacks, and the dimensionality of the
+    representation change a perturbation causes (docs/science.md §7). Every setting changes the
+    numbers: results measured with other settings go to a folder of their own."""
+
+    # corruptions (Hendrycks & Dietterich 2019) on the first N eval images (null: all of them),
+    # each image's random draws seeded by (seed, corruption, its index): the same at every snapshot
+    images: int | None = None
+    corruptions: list[str] | None = None  # null: all 15
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    seed: int = 0
+    # attacks in pixel space ([0, 1], eval mode) on the first attack_images eval images
+    attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])  # fgsm | pgd
+    norm: str = "linf"  # linf | l2 (give L2 radii in epsilons)
+    epsilons: list[float] = field(default_factory=lambda: [k / 255 for k in (1, 2, 4, 8)])
+    steps: int = 10  # PGD
+    step_size: float | None = None  # PGD; null: 2.5 epsilon / steps (Madry et al. 2018)
+    random_start: bool = True  # PGD
+    attack_images: int | None = 1000
+    # the representation change: block outputs of each stage's last block on perturbed minus
+    # clean images, over the first change_images eval images; the perturbation is an attack
+    # (at change_epsilon) or a corruption (at change_severity)
+    change: str = "pgd"
+    change_epsilon: float = 4 / 255
+    change_severity: int = 3
+    change_images: int = 500
+    change_stages: list[str] | None = None  # null: every stage
+
+
+@dataclass
 class AnalysisConfig:
     """task=analyze: which analysis, over which snapshots of `run`."""
 
@@ -313,6 +352,7 @@ class AnalysisConfig:
     ablation: AblationConfig = field(default_factory=AblationConfig)
     linearity: LinearityConfig = field(default_factory=LinearityConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
 
 
 @dataclass
@@ -323,6 +363,48 @@ class ReportConfig:
     title: str | None = None  # null: the run's name, or how many runs and conditions
     # screen: sized for the page; paper: a paper's column (3.5 in wide, 8-9 pt text)
     style: str = "screen"
+
+
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+@dataclass
+class TensorBoardConfig:
+    """logger=tensorboard: event files, a folder per run, in its sweep's folder for a point."""
+
+    enabled: bool = False
+    log_dir: str | None = None  # null: <outputs>/tensorboard
+
+
+@dataclass
+class MLflowConfig:
+    """logger=mlflow: one MLflow run per run directory; a sweep's points share an experiment."""
+
+    enabled: bool = False
+    # null: $MLFLOW_TRACKING_URI if set, else the local store sqlite:///<outputs>/mlflow/mlflow.db
+    tracking_uri: str | None = None
+    experiment: str | None = None  # null: the sweep's name for a point of a sweep, else vestige
+
+
+@dataclass
+class WandbConfig:
+    """logger=wandb: one W&B run per run directory, a sweep's points in one group."""
+
+    enabled: bool = False
+    mode: str = "offline"  # offline (no account, no network; `wandb sync` uploads) | online
+    project: str = "vestige"
+    entity: str | None = None
+    dir: str | None = None  # null: <outputs>; W&B writes its files in <dir>/wandb/
+
+
+@dataclass
+class LoggerConfig:
+    """The experiment trackers every metrics row also goes to (vestige/tracking/); none chosen
+    by default, metrics.jsonl being the record."""
+
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
@@ -353,6 +435,7 @@ class RunConfig:
     regularizer: RegularizerConfig = setting(factory=RegularizerConfig, fork=True)
     analysis: AnalysisConfig | None = setting(None, identity=False)
     report: ReportConfig = setting(factory=ReportConfig, identity=False)
+    logger: LoggerConfig = setting(factory=LoggerConfig, identity=False)  # conf/logger/
     # start from another run's full state: fork.from=<run dir> fork.at=5ep (see train/fork.py)
     fork: dict[str, str | None] = setting(factory=lambda: {"from": None, "at": None}, fork=True)
     # start the model (weights only) from another run's snapshot: init.from=<run dir> init.at=5ep;

@@ -206,6 +206,7 @@ class RunDir:
     config = property(lambda self: self.path / CONFIG)
     info = property(lambda self: self.path / "run.json")
     metrics = property(lambda self: self.path / "metrics.jsonl")
+    tracking = property(lambda self: self.path / "tracking.json")  # trackers' run ids
     log = property(lambda self: self.path / "log.txt")
     checkpoints = property(lambda self: self.path / "checkpoints")
     snapshots = property(lambda self: self.path / "checkpoints" / "snapshots")

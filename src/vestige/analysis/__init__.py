@@ -7,12 +7,14 @@ from vestige.analysis.ablation import AblationAnalysis
 from vestige.analysis.attention import AttentionAnalysis
 from vestige.analysis.base import Analysis
 from vestige.analysis.linearity import LinearityAnalysis
+from vestige.analysis.robustness import RobustnessAnalysis
 from vestige.analysis.selectivity import SelectivityAnalysis
 
 ANALYSES: dict[str, type[Analysis]] = {
     "ablation": AblationAnalysis,
     "attention": AttentionAnalysis,
     "linearity": LinearityAnalysis,
+    "robustness": RobustnessAnalysis,
     "selectivity": SelectivityAnalysis,
 }
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader
 
 from vestige.analysis.batchnorm import bn_label, has_batch_norm, recompute_batchnorm_statistics
-from vestige.config import BN_STATS, AnalysisConfig, RunConfig
+from vestige.config import BN_STATS, AnalysisConfig, RunConfig, flatten, identity_settings
+from vestige.data import ImageLoader
+from vestige.data.transforms import Normalise
 from vestige.errors import ConfigError, invalid
+from vestige.io import settings_folder, short_hash
 from vestige.results import Run, Snapshot
 from vestige.step import check_snapshot_specs
 
@@ -21,17 +25,19 @@ from vestige.step import check_snapshot_specs
 @dataclass
 class AnalysisContext:
     """What an analysis may use: the run, the config of this command, the device, the run's
-    evaluation split, its number of classes, the snapshots this command analyses (chosen by
+    evaluation split, its number of classes and normalisation (what turns its pixels into the
+    network's input), the snapshots this command analyses (chosen by
     `analysis.snapshots`, done or not, in step order) and, with `analysis.bn_stats=recompute`,
     the training batches that BatchNorm statistics are re-estimated on."""
 
     run: Run
     cfg: RunConfig  # this command's
     device: torch.device
-    eval_loader: DataLoader
+    eval_loader: ImageLoader
     num_classes: int
+    normalise: Normalise
     snapshots: list[Snapshot] = field(default_factory=list)
-    bn_batches: DataLoader | None = None
+    bn_batches: ImageLoader | None = None
 
     @property
     def bn_label(self) -> str:
@@ -52,6 +58,18 @@ class AnalysisContext:
             first = next(m for m in model.modules() if not list(m.children()))
             first.register_forward_pre_hook(lambda module, inputs: on_batch())
         return model
+
+
+def settings_results_folder(run_path: Path, name: str, settings: Any, bn_stats: str) -> Path:
+    """`name/` for an analysis's default settings (a dataclass section of `AnalysisConfig`),
+    `name-<hash of the others>/` otherwise, re-estimated BatchNorm statistics included: results
+    measured differently never share a folder."""
+    flat = flatten(OmegaConf.to_container(OmegaConf.create(settings)))
+    differs = identity_settings(flat, OmegaConf.get_type(settings))
+    if bn_stats != "running":
+        differs["bn_stats"] = bn_stats
+    digest = short_hash(json.dumps(differs, sort_keys=True), 8) if differs else ""
+    return settings_folder(run_path, name, digest)
 
 
 def check_analysis(settings: AnalysisConfig, run: Run) -> None:

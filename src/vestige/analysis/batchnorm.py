@@ -25,10 +25,11 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from vestige import distributed
 from vestige.config import AnalysisConfig
+from vestige.data import ImageLoader, image_loader
 from vestige.data.subsets import limit_per_class
 from vestige.errors import ConfigError
 from vestige.precision import full_precision
@@ -49,15 +50,20 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 
 def estimation_batches(
-    training_images: Dataset, images: int, batch_size: int, num_workers: int = 0
-) -> DataLoader:
+    training_images: Dataset,
+    images: int,
+    batch_size: int,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+) -> ImageLoader:
     """This rank's share of the batches the statistics are estimated on: a class-stratified
-    subset of `images` training images (fixed seed), cut into batches of `batch_size`."""
+    subset of `images` training images (fixed seed), cut into batches of `batch_size`
+    (with data.decode=gpu, decoded on `device`)."""
     subset = limit_per_class(training_images, images, derive_seed("bn statistics"))
     starts = range(0, len(subset), batch_size)
     batches = [list(range(s, min(s + batch_size, len(subset)))) for s in starts]
     mine = batches[distributed.rank() :: distributed.world_size()]
-    return DataLoader(subset, batch_sampler=mine, num_workers=num_workers)
+    return image_loader(subset, torch.device(device), batch_sampler=mine, num_workers=num_workers)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from vestige.config import DataConfig
+from vestige.data.encoded import ImageLoader, image_loader
 from vestige.data.folders import build_cifar, build_image_folder
 from vestige.data.idx import build_fashion_mnist
 from vestige.data.splits import DataSplits
@@ -26,8 +27,10 @@ __all__ = [
     "DATASETS",
     "DataSplits",
     "DatasetSpec",
+    "ImageLoader",
     "build_datasets",
     "check",
+    "image_loader",
     "known_train_size",
     "unaugmented_training_split",
 ]
@@ -38,6 +41,7 @@ class DatasetSpec:
     build: Callable[[DataConfig, int], DataSplits]  # (cfg, seed) -> splits
     needs_root: bool  # reads files from cfg.root
     downloads: bool = False  # data.download=true fetches the files into cfg.root (torchvision)
+    decodes_on_device: bool = False  # data.decode=gpu: image files decoded in batches on device
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -45,10 +49,11 @@ DATASETS: dict[str, DatasetSpec] = {
     "fashion_mnist": DatasetSpec(build_fashion_mnist, needs_root=True),
     "cifar10": DatasetSpec(partial(build_cifar, 10), needs_root=True, downloads=True),
     "cifar100": DatasetSpec(partial(build_cifar, 100), needs_root=True, downloads=True),
-    "imagenet": DatasetSpec(build_image_folder, needs_root=True),
-    "tiny_imagenet": DatasetSpec(build_image_folder, needs_root=True),
-    "image_folder": DatasetSpec(build_image_folder, needs_root=True),
+    "imagenet": DatasetSpec(build_image_folder, needs_root=True, decodes_on_device=True),
+    "tiny_imagenet": DatasetSpec(build_image_folder, needs_root=True, decodes_on_device=True),
+    "image_folder": DatasetSpec(build_image_folder, needs_root=True, decodes_on_device=True),
 }
+DECODES = ("cpu", "gpu")
 
 
 def check(cfg: DataConfig) -> None:
@@ -60,6 +65,15 @@ def check(cfg: DataConfig) -> None:
     if cfg.download and not DATASETS[cfg.name].downloads:
         fix = f"vestige downloads only cifar10 and cifar100; put {cfg.name}'s files in data.root"
         raise invalid("data.download", True, fix)
+    if cfg.decode not in DECODES:
+        raise invalid("data.decode", cfg.decode, f"choose {' or '.join(DECODES)}")
+    if cfg.decode == "gpu" and not DATASETS[cfg.name].decodes_on_device:
+        folders = ", ".join(name for name, spec in DATASETS.items() if spec.decodes_on_device)
+        fix = f"only folder datasets ({folders}) decode on the device; set data.decode=cpu"
+        raise invalid("data.decode", cfg.decode, fix)
+    if cfg.decode == "gpu" and (cfg.randaugment or cfg.random_erasing):
+        fix = "it crops, resizes and flips only: set data.randaugment=false and "
+        raise invalid("data.decode", cfg.decode, fix + "data.random_erasing=0, or data.decode=cpu")
     if DATASETS[cfg.name].needs_root and cfg.root is None:
         raise invalid("data.root", None, f"data={cfg.name} reads files: set data.root=/path/to/it")
     for key in ("num_classes", "channels", "image_size"):

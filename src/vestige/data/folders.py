@@ -2,13 +2,16 @@
 
 CIFAR is small enough to hold in memory as uint8 tensors, so it shares the fast tensor path of
 Fashion-MNIST. ImageFolder sets (ImageNet, Tiny ImageNet, any `root/{train,val}/<class>/*`) are
-decoded per item with PIL; Tiny ImageNet's `val/images` + `val/val_annotations.txt` layout is
+decoded per item with PIL, or with data.decode=gpu read as bytes and decoded in batches on the
+run's device (data/encoded.py); Tiny ImageNet's `val/images` + `val/val_annotations.txt` layout is
 recognised as well.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.error import URLError
 
 import torch
@@ -17,6 +20,7 @@ from torchvision import datasets
 from torchvision.datasets.folder import default_loader
 
 from vestige.config import DataConfig
+from vestige.data.encoded import DeviceDecoding, read_bytes
 from vestige.data.splits import DataSplits, assemble_splits, data_root, train_augmentation
 from vestige.data.tensors import Labelled, tensor_splits
 from vestige.data.transforms import Normalise, Transform, folder_transform
@@ -59,11 +63,18 @@ def build_cifar(classes: int, cfg: DataConfig, seed: int) -> DataSplits:
 
 
 class LabelledFiles(Dataset):
-    """Items `(transform(RGB image at path), label)` for a list of `(path, label)`."""
+    """Items `(transform(loader(path)), label)` for a list of `(path, label)`: by default the
+    transformed RGB image; with data.decode=gpu, its bytes as `DeviceDecoding` leaves them."""
 
-    def __init__(self, samples: list[tuple[str, int]], transform: Transform) -> None:
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        transform: Transform | DeviceDecoding,
+        loader: Callable[[str], Any] = default_loader,
+    ) -> None:
         self.samples = samples
         self.transform = transform
+        self.loader = loader
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -74,7 +85,7 @@ class LabelledFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return self.transform(default_loader(path)), label
+        return self.transform(self.loader(path)), label
 
 
 def class_folder_files(directory: Path) -> list[tuple[str, str]]:
@@ -118,9 +129,12 @@ def build_image_folder(cfg: DataConfig, seed: int) -> DataSplits:
     normalise = Normalise(IMAGENET_MEAN, IMAGENET_STD, 3)
 
     def load(train_images: bool, augment: bool) -> LabelledFiles:
+        if cfg.decode == "gpu":
+            decoding = DeviceDecoding(normalise, cfg.image_size, augment)
+            return LabelledFiles(splits[train_images], decoding, read_bytes)
         transform = folder_transform(
             normalise, cfg.image_size, train_augmentation(cfg) if augment else None
         )
         return LabelledFiles(splits[train_images], transform)
 
-    return assemble_splits(cfg, seed, load, len(classes), 3, cfg.image_size)
+    return assemble_splits(cfg, seed, load, len(classes), normalise, cfg.image_size)

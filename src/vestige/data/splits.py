@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from vestige.config import DataConfig
 from vestige.data.subsets import class_counts, fraction_per_class, limit_per_class
-from vestige.data.transforms import Augmentation, SeededTrainSet
+from vestige.data.transforms import Augmentation, Normalise, SeededTrainSet
 from vestige.errors import ConfigError
 from vestige.seeding import derive_seed
 
@@ -23,13 +23,16 @@ SplitLoader = Callable[[bool, bool], Dataset]
 
 @dataclass
 class DataSplits:
-    """Train/eval datasets of (normalised float32 C x H x W image, int label) and their shape."""
+    """Train/eval datasets of (normalised float32 C x H x W image, int label), their shape, and
+    the normalisation that maps their pixels to what the network sees (attacks and corruptions
+    work on the pixels: analysis/robustness)."""
 
     train: Dataset
     eval: Dataset
     num_classes: int
     channels: int
     image_size: int
+    normalise: Normalise
 
     def class_counts(self) -> dict[str, list[int]]:
         """Images per class of each split: what a run saw (recorded in its run.json)."""
@@ -55,7 +58,7 @@ def assemble_splits(
     seed: int,
     load: SplitLoader,
     num_classes: int,
-    channels: int,
+    normalise: Normalise,
     image_size: int,
 ) -> DataSplits:
     """Build both splits from `load`; the train split is seeded, the eval split never augments."""
@@ -68,4 +71,4 @@ def assemble_splits(
     train = SeededTrainSet(fraction_per_class(train, cfg.fraction), seed, cfg.augment)
     evaluation = load(cfg.eval_split == "train", False)
     evaluation = limit_per_class(evaluation, cfg.eval_limit, derive_seed(cfg.subset_seed, "eval"))
-    return DataSplits(train, evaluation, num_classes, channels, image_size)
+    return DataSplits(train, evaluation, num_classes, normalise.channels, image_size, normalise)

@@ -60,4 +60,4 @@ def tensor_splits(
         transform = small_image_transform(normalise, images.shape[-1], cfg.image_size, augmentation)
         return TensorImages(*(train if train_images else test), transform)
 
-    return assemble_splits(cfg, seed, load, num_classes, channels, cfg.image_size)
+    return assemble_splits(cfg, seed, load, num_classes, normalise, cfg.image_size)

@@ -60,7 +60,11 @@ class SeededTrainSet(Dataset):
 
 
 class Normalise:
-    """uint8 (0-255) or float image -> float32 `(x - mean) / std`, grey repeated to `channels`."""
+    """uint8 (0-255) or float image -> float32 `(x - mean) / std`, grey repeated to `channels`.
+
+    An image or a batch of them (... x C x H x W), on any device: data.decode=gpu normalises
+    whole batches on the run's device with the same numbers (data/encoded.py).
+    """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], channels: int) -> None:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
@@ -69,8 +73,9 @@ class Normalise:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         x = image.float().div_(255) if image.dtype == torch.uint8 else image.float()
-        x = (x - self.mean) / self.std
-        return x.repeat(self.channels, 1, 1) if x.shape[0] == 1 and self.channels > 1 else x
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        grey = x.shape[-3] == 1 and self.channels > 1
+        return x.repeat_interleave(self.channels, dim=-3) if grey else x
 
 
 @dataclass(frozen=True)
@@ -106,14 +111,24 @@ def small_image_transform(
     return v2.Compose([*steps, normalise, *augmentation.after_normalise()])
 
 
+def centre_crop(size: int) -> Transform:
+    """The ImageNet evaluation recipe, scaled so 224 px resizes to 256 px: the shorter side to
+    `size` x 256/224, then the centre `size` x `size` (on a PIL image or a uint8 tensor)."""
+    return v2.Compose([v2.Resize(round(size * 256 / 224), antialias=True), v2.CenterCrop(size)])
+
+
+def random_resized_crop(size: int) -> v2.RandomResizedCrop:
+    """The ImageNet training crop (area 8-100%, aspect 3/4-4/3), resized to `size` x `size`."""
+    return v2.RandomResizedCrop(size, antialias=True)
+
+
 def folder_transform(
     normalise: Normalise, size: int, augmentation: Augmentation | None
 ) -> Transform:
-    """PIL pipeline for image files: the ImageNet recipe, scaled so 224 px resizes to 256 px."""
+    """PIL pipeline for image files: the ImageNet recipe (`centre_crop`, `random_resized_crop`)."""
     if augmentation is None:
-        steps = [v2.Resize(round(size * 256 / 224), antialias=True), v2.CenterCrop(size)]
-        return v2.Compose([*steps, v2.PILToTensor(), normalise])
-    steps = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+        return v2.Compose([centre_crop(size), v2.PILToTensor(), normalise])
+    steps = [random_resized_crop(size), v2.RandomHorizontalFlip()]
     steps += augmentation.before_normalise()
     return v2.Compose([*steps, v2.PILToTensor(), normalise, *augmentation.after_normalise()])
 

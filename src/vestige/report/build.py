@@ -16,7 +16,7 @@ from vestige.report.grouping import Group, group_by_seed
 from vestige.report.inputs import report_folder, report_runs
 from vestige.report.page import FIGURE_FORMATS, RenderedFigure, render_page
 from vestige.report.plotting import SCREEN, Style, figure_bytes, figure_style
-from vestige.report.summaries import ablation_auc_table, runs_table
+from vestige.report.summaries import ablation_auc_table, robustness_table, runs_table
 from vestige.report.tables import load_record
 
 
@@ -27,7 +27,8 @@ def render_figures(groups: list[Group], style: Style = SCREEN) -> list[RenderedF
     for spec in FIGURES:
         figure = spec.draw(groups, style)
         if figure is not None:
-            caption = f"{spec.caption} {spread_caption(groups, spec.spread)}"
+            spread = "" if spec.spread is None else f" {spread_caption(groups, spec.spread)}"
+            caption = spec.caption + spread
             files = {form: figure_bytes(figure, form) for form in FIGURE_FORMATS}
             rendered.append(RenderedFigure(spec.name, spec.section, caption, files))
     return rendered
@@ -54,9 +55,8 @@ def build_report(cfg: RunConfig) -> Path:
     for stale in (spec.name for spec in FIGURES if spec.name not in drawn):
         for form in FIGURE_FORMATS:
             (out / f"{stale}.{form}").unlink(missing_ok=True)
-    tables = [runs_table(groups)]
-    if (auc := ablation_auc_table(groups)) is not None:
-        tables.append(auc)
+    found = (ablation_auc_table(groups), robustness_table(groups))
+    tables = [runs_table(groups), *(table for table in found if table is not None)]
     where = os.path.commonpath([record.path.parent for record in records])
     written = (
         f"Written {time.strftime('%Y-%m-%d %H:%M')} by vestige {vestige.__version__} from "

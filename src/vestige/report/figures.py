@@ -29,7 +29,14 @@ from vestige.report.plotting import (
     wrapped,
 )
 from vestige.report.ranges import band_edges
-from vestige.report.tables import Curve, RunRecord, Table, metric_curve, table_curve
+from vestige.report.tables import (
+    Curve,
+    RunRecord,
+    Table,
+    metric_curve,
+    robustness_si,
+    table_curve,
+)
 
 ABLATION_SNAPSHOTS = 6  # ablation curves of at most this many snapshots, first and last included
 CONDITION_STYLE = {"selective": "-", "random": "--"}  # docs/science.md §4
@@ -105,6 +112,39 @@ def with_legend_below(axes_list: Sequence[Axes], style: Style) -> Figure:
     return figure
 
 
+@dataclass(frozen=True)
+class Panel:
+    """One panel of quantity-against-epoch curves: its title, each run's curve, and the
+    quantity (for the values its band can take, ranges.py)."""
+
+    title: str
+    curve_of: Callable[[RunRecord], Curve | None]
+    quantity: str
+
+
+def curves_over_training(
+    groups: Sequence[Group],
+    style: Style,
+    shown: Sequence[Panel],
+    y_label: str | None = None,
+    shared_y: bool = False,
+) -> Figure | None:
+    """One panel per quantity against the epoch, one line per condition with its seed band;
+    `shared_y` puts the panels on one y scale, so that quantities of one kind (accuracies)
+    compare across panels. None when there is no panel."""
+    if not shown:
+        return None
+    axes_list = panels(len(shown), style)
+    for axes, panel in zip(axes_list, shown, strict=True):
+        if shared_y and axes is not axes_list[0]:
+            axes.sharey(axes_list[0])
+        epoch_axis(axes, plot_groups(axes, groups, panel.curve_of, panel.quantity))
+        set_title(axes, panel.title, style)
+        if y_label is not None:
+            axes.set_ylabel(y_label)
+    return with_legend_below(axes_list, style)
+
+
 BN_STYLE = {  # RunRecord attribute -> (legend suffix, line style): analysis/batchnorm.py
     "selectivity": ("", "-"),
     "selectivity_recomputed": (": BN statistics re-estimated", ":"),
@@ -141,8 +181,8 @@ def selectivity_over_training(groups: Sequence[Group], style: Style) -> Figure |
 
 def accuracy_curves(groups: Sequence[Group], style: Style) -> Figure | None:
     """Evaluation accuracy and loss, and the training loss, per condition against the epoch."""
-    keys = [
-        (key, title)
+    shown = [
+        Panel(title, lambda run, k=key: metric_curve(run, k), key)
         for key, title in (
             ("eval_acc", "eval top-1 accuracy"),
             ("eval_loss", "eval loss"),
@@ -150,13 +190,7 @@ def accuracy_curves(groups: Sequence[Group], style: Style) -> Figure | None:
         )
         if any(metric_curve(run, key) is not None for g in groups for run in g.runs)
     ]
-    if not keys:
-        return None
-    axes_list = panels(len(keys), style)
-    for axes, (key, title) in zip(axes_list, keys, strict=True):
-        epoch_axis(axes, plot_groups(axes, groups, lambda run, k=key: metric_curve(run, k), key))
-        set_title(axes, title, style)
-    return with_legend_below(axes_list, style)
+    return curves_over_training(groups, style, shown)
 
 
 def final_accuracy(groups: Sequence[Group], style: Style) -> Figure | None:
@@ -280,23 +314,11 @@ def linearity_over_training(groups: Sequence[Group], style: Style) -> Figure | N
     """The main quantity of each linear-regime probe against the epoch (of the later snapshot
     of a pair), one panel each (docs/science.md §5)."""
     shown = [
-        (probe, column, title)
+        Panel(title, lambda run, p=probe, c=column: table_curve(run.linearity.get(p), c), column)
         for probe, column, title in LINEARITY
         if any(column in run.linearity.get(probe, {}) for g in groups for run in g.runs)
     ]
-    if not shown:
-        return None
-    axes_list = panels(len(shown), style)
-    for axes, (probe, column, title) in zip(axes_list, shown, strict=True):
-        drawn = plot_groups(
-            axes,
-            groups,
-            lambda run, p=probe, c=column: table_curve(run.linearity.get(p), c),
-            column,
-        )
-        epoch_axis(axes, drawn)
-        set_title(axes, title, style)
-    return with_legend_below(axes_list, style)
+    return curves_over_training(groups, style, shown)
 
 
 def attention_over_training(groups: Sequence[Group], style: Style) -> Figure | None:
@@ -340,16 +362,163 @@ def attention_over_training(groups: Sequence[Group], style: Style) -> Figure | N
     return axes_list[0].figure
 
 
+NORM_WORDS = {"linf": "L∞", "l2": "L2"}  # analysis.robustness.norm
+GREY_LEVEL = 1 / 255  # an L∞ radius that is a whole number of these is written as one
+
+
+@dataclass(frozen=True)
+class Attack:
+    """An attack of analysis=robustness at one radius, as adversarial.csv names it."""
+
+    name: str  # fgsm | pgd
+    norm: str  # linf | l2
+    epsilon: float  # in pixels of [0, 1]
+
+    @property
+    def title(self) -> str:
+        """`PGD, L∞ ε = 8/255`: L∞ radii in grey levels where they are whole ones."""
+        levels = self.epsilon / GREY_LEVEL
+        whole = self.norm == "linf" and levels >= 1 and abs(levels - round(levels)) < 1e-3
+        radius = f"{round(levels)}/255" if whole else f"{self.epsilon:.3g}"
+        return f"{self.name.upper()}, {NORM_WORDS.get(self.norm, self.norm)} ε = {radius}"
+
+    def curve(self, run: RunRecord) -> Curve | None:
+        """The run's accuracy under this attack against the epoch."""
+        adversarial = run.robustness.get("adversarial")
+        return table_curve(adversarial, "accuracy", attack=self.name, epsilon=self.epsilon)
+
+
+def strongest_attacks(groups: Sequence[Group]) -> list[Attack]:
+    """Each attack some run measured, at the largest radius measured, in order of appearance."""
+    largest: dict[str, Attack] = {}
+    for run in (run for group in groups for run in group.runs):
+        table = run.robustness.get("adversarial")
+        if table is None:
+            continue
+        rows = zip(*(table[c].tolist() for c in ("attack", "norm", "epsilon")), strict=True)
+        for name, norm, epsilon in rows:
+            if name not in largest or epsilon > largest[name].epsilon:
+                largest[name] = Attack(name, norm, epsilon)
+    return list(largest.values())
+
+
+def headline_attack(groups: Sequence[Group]) -> Attack | None:
+    """PGD at its largest radius (the stronger attack), else the first attack measured."""
+    attacks = strongest_attacks(groups)
+    return next((attack for attack in attacks if attack.name == "pgd"), (attacks or [None])[0])
+
+
+def robustness_curve(run: RunRecord, column: str) -> Curve | None:
+    """A column of the run's robustness summary.csv against the epoch."""
+    return table_curve(run.robustness.get("summary"), column)
+
+
+CLEAN = Panel(
+    "clean accuracy", lambda run: robustness_curve(run, "clean_accuracy"), "clean_accuracy"
+)
+CORRUPTED = Panel(
+    "mean corruption accuracy",
+    lambda run: robustness_curve(run, "mean_corruption_accuracy"),
+    "mean_corruption_accuracy",
+)
+
+
+def corruption_panel(groups: Sequence[Group]) -> Panel:
+    """CORRUPTED, its title saying over how many corruptions and severities the mean is."""
+    tables = [run.robustness.get("corruptions") for g in groups for run in g.runs]
+    corruptions, severities = (len(distinct(tables, c)) for c in ("corruption", "severity"))
+    if not corruptions:
+        return CORRUPTED
+    over = f" ({corruptions} corruption{'s' * (corruptions > 1)} × {severities} severities)"
+    return Panel(CORRUPTED.title + over, CORRUPTED.curve_of, CORRUPTED.quantity)
+
+
+def robustness_over_training(groups: Sequence[Group], style: Style) -> Figure | None:
+    """Clean accuracy, mean corruption accuracy and each attack's accuracy at its largest
+    radius against the epoch, on one y scale (docs/science.md §7)."""
+    measured = any("summary" in run.robustness for g in groups for run in g.runs)
+    shown = [CLEAN, corruption_panel(groups)] * measured + [
+        Panel(attack.title, attack.curve, "accuracy") for attack in strongest_attacks(groups)
+    ]
+    return curves_over_training(groups, style, shown, "top-1 accuracy", shared_y=True)
+
+
+def representation_change(groups: Sequence[Group], style: Style) -> Figure | None:
+    """The participation ratio of the change a perturbation causes in each stage's output
+    against the epoch, one panel per stage (docs/science.md §7)."""
+    stages = distinct([run.robustness.get("change") for g in groups for run in g.runs], "stage")
+    shown = [
+        Panel(
+            stage,
+            lambda run, s=stage: table_curve(
+                run.robustness.get("change"), "participation_ratio", stage=s
+            ),
+            "participation_ratio",
+        )
+        for stage in stages
+    ]
+    return curves_over_training(groups, style, shown, "participation ratio")
+
+
+def against_si(run: RunRecord, curve: Curve | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The run's network-mean SI and the curve's values at each snapshot analysis=robustness
+    measured that has both, in training order."""
+    si = robustness_si(run)
+    if si is None or curve is None:
+        return None
+    _, at_si, at_curve = np.intersect1d(si.x, curve.x, return_indices=True)
+    return (si.y[at_si], curve.y[at_curve]) if len(at_si) else None
+
+
+def snapshots_against_si(
+    axes: Axes, runs: list[tuple[np.ndarray, np.ndarray]], line_colour: object, label: str
+) -> None:
+    """Every snapshot of the runs of one condition a point; a thin line joins each run's
+    snapshots in training order, from a ring at its first."""
+    for si, accuracy in runs:
+        axes.plot(si, accuracy, color=line_colour, alpha=0.35, linewidth=0.8)
+        axes.plot(si[:1], accuracy[:1], "o", color=line_colour, fillstyle="none", markersize=7)
+    every_si, every_accuracy = (np.concatenate(column) for column in zip(*runs, strict=True))
+    axes.scatter(every_si, every_accuracy, s=14, color=line_colour, label=label)
+
+
+def selectivity_vs_robustness(groups: Sequence[Group], style: Style) -> Figure | None:
+    """Mean corruption accuracy and the headline attack's accuracy against the network-mean SI
+    of the same snapshot, over every analysed snapshot of every run, one colour per condition
+    (Leavitt & Morcos' robustness paper, ../shared/reference/class-selectivity.md §7)."""
+    attack = headline_attack(groups)
+    shown = [CORRUPTED, *([Panel(attack.title, attack.curve, "accuracy")] if attack else [])]
+    points = [
+        [[p for run in g.runs if (p := against_si(run, panel.curve_of(run)))] for g in groups]
+        for panel in shown
+    ]
+    if not any(points[0]):
+        return None
+    axes_list = panels(len(shown), style)
+    for axes, panel, per_group in zip(axes_list, shown, points, strict=True):
+        if axes is not axes_list[0]:
+            axes.sharey(axes_list[0])
+        for n, (group, runs) in enumerate(zip(groups, per_group, strict=True)):
+            if runs:
+                label = legend_label(group, len(runs))
+                snapshots_against_si(axes, runs, colour(n, len(groups)), label)
+        set_title(axes, panel.title, style)
+        axes.set_xlabel("network-mean SI")
+        axes.set_ylabel("top-1 accuracy")
+    return with_legend_below(axes_list, style)
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     """A figure of the report: its file name, its page section and caption, how to draw it,
-    and how it shows the spread over seeds (for the caption: spread_caption)."""
+    and how it shows the spread over seeds (for the caption: spread_caption; None where every
+    seed is drawn apart)."""
 
     name: str
     section: str
     caption: str
     draw: Callable[[Sequence[Group], Style], Figure | None]
-    spread: str = "Shaded"
+    spread: str | None = "Shaded"
 
 
 FIGURES = (
@@ -395,5 +564,33 @@ FIGURES = (
         "Attention",
         "ConViT gates and nonlocality per layer (mean over heads) over training.",
         attention_over_training,
+    ),
+    FigureSpec(
+        "robustness",
+        "Robustness",
+        "Top-1 accuracy over training on clean evaluation images, under corruptions (mean over "
+        "every corruption and severity measured) and under each attack at the largest radius "
+        "measured (attacks in pixel space on the first analysis.robustness.attack_images "
+        "images).",
+        robustness_over_training,
+    ),
+    FigureSpec(
+        "representation_change",
+        "Robustness",
+        "Participation ratio (effective number of dimensions) of the change that a perturbation "
+        "(analysis.robustness.change) causes in the output of each stage's last block, over "
+        "training.",
+        representation_change,
+    ),
+    FigureSpec(
+        "selectivity_vs_robustness",
+        "Robustness",
+        "Mean corruption accuracy and adversarial accuracy (PGD, or the first attack measured, "
+        "at its largest radius) against the network-mean class selectivity index of the same "
+        "snapshot. Each point is one snapshot of one run (every seed its own points), coloured "
+        "by condition; a thin line joins a run's snapshots in training order, from a ring at "
+        "its first.",
+        selectivity_vs_robustness,
+        None,
     ),
 )

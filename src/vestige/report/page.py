@@ -13,7 +13,15 @@ from html import escape
 from vestige.report.grouping import Group, overrides_text
 
 FIGURE_FORMATS = ("png", "pdf")  # each figure's files; the page embeds the PNG
-SECTIONS = ("Runs", "Class selectivity", "Accuracy", "Ablation", "Linear regime", "Attention")
+SECTIONS = (
+    "Runs",
+    "Class selectivity",
+    "Accuracy",
+    "Ablation",
+    "Linear regime",
+    "Attention",
+    "Robustness",
+)
 STYLE = """
 body { font-family: sans-serif; max-width: 1400px; margin: 1em auto; padding: 0 1em;
        color: #222; }

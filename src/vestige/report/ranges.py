@@ -26,6 +26,12 @@ VALID_RANGE: dict[str, tuple[float, float]] = {
     "flip_fraction": PROPORTION,  # share of ReLU states (analysis/linearity/probes.py)
     "gate": PROPORTION,  # sigmoid of a ConViT gate (analysis/attention.py)
     "nonlocality": NON_NEGATIVE,  # a distance in patches (analysis/attention.py)
+    # top-1 shares of clean, corrupted and attacked images (analysis/robustness/)
+    "clean_accuracy": PROPORTION,
+    "mean_corruption_accuracy": PROPORTION,
+    "accuracy": PROPORTION,  # adversarial.csv: under one attack at one radius
+    # an effective number of dimensions (analysis/robustness/dimensionality.py)
+    "participation_ratio": NON_NEGATIVE,
     # mu = I(F;L) - I(F;L|Y) is a difference of informations and may be negative: unbounded
 }
 

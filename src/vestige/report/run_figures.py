@@ -1,6 +1,7 @@
 """Figures an analysis leaves in its own results folder, drawn from its tables once it has run
 (tasks/analyze.py): `attention/gates.png` and `nonlocality.png`, the mean over heads of each
-layer against the epoch (docs/science.md §14; DeiT has no gates, so no `gates.png`)."""
+layer against the epoch (docs/science.md §14; DeiT has no gates, so no `gates.png`);
+`robustness/robustness.png`, the run's accuracies against the epoch (docs/science.md §7)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from vestige.analysis.attention import TABLES
 from vestige.io import atomic_write_bytes, read_rows
 from vestige.report.plotting import colour, epoch_axis, figure_bytes, panels
+from vestige.report.tables import read_table
 
 LABELS = {"gate": "sigmoid(gate): 1 = positional", "nonlocality": "nonlocality (patches)"}
 
@@ -48,5 +50,37 @@ def attention_figures(folder: Path, run_name: str) -> None:
             atomic_write_bytes(folder / f"{key}.png", layer_means_png(rows, column, title))
 
 
+def largest_radius_columns(columns: list[str]) -> list[str]:
+    """Of summary.csv's `<attack>@<epsilon>` columns, each attack's at its largest epsilon."""
+    largest: dict[str, tuple[float, str]] = {}
+    for column in columns:
+        attack, at, epsilon = column.partition("@")
+        if at and (attack not in largest or float(epsilon) > largest[attack][0]):
+            largest[attack] = (float(epsilon), column)
+    return [column for _, column in largest.values()]
+
+
+def robustness_figures(folder: Path, run_name: str) -> None:
+    """`robustness.png` (640 x 400): clean and mean corruption accuracy, and each attack's
+    accuracy at its largest radius, against the epoch."""
+    summary = read_table(folder / "summary.csv")
+    if summary is None:
+        return
+    columns = ["clean_accuracy", "mean_corruption_accuracy", *largest_radius_columns(list(summary))]
+    (axes,) = panels(1, size=(6.4, 4.0))
+    for n, column in enumerate(columns):
+        label = column.removesuffix("_accuracy").replace("_", " ")
+        line_colour = colour(n, len(columns))
+        axes.plot(summary["epoch"], summary[column], marker=".", color=line_colour, label=label)
+    epoch_axis(axes, summary["epoch"].tolist())
+    axes.set_ylabel("top-1 accuracy")
+    axes.set_title(f"robustness over training: {run_name}", fontsize=9)
+    axes.legend(fontsize=7)
+    atomic_write_bytes(folder / "robustness.png", figure_bytes(axes.figure, "png"))
+
+
 # analysis name -> what draws its figures in its folder
-RUN_FIGURES: dict[str, Callable[[Path, str], None]] = {"attention": attention_figures}
+RUN_FIGURES: dict[str, Callable[[Path, str], None]] = {
+    "attention": attention_figures,
+    "robustness": robustness_figures,
+}

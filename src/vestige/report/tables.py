@@ -19,11 +19,14 @@ from vestige.analysis.ablation import results_folder
 from vestige.analysis.attention import attention_folder
 from vestige.analysis.batchnorm import bn_label
 from vestige.analysis.linearity.records import linearity_folder
-from vestige.config import LINEARITY_PROBES, AblationConfig, AnalysisConfig
+from vestige.analysis.robustness import robustness_folder
+from vestige.config import LINEARITY_PROBES, AblationConfig, AnalysisConfig, RobustnessConfig
 from vestige.results import Run
 from vestige.selectivity.store import SelectivityStore
 
 Table = dict[str, np.ndarray]
+# the tables analysis=robustness leaves in its folder (analysis/robustness/, docs/outputs.md)
+ROBUSTNESS_TABLES = ("summary", "corruptions", "adversarial", "change")
 
 
 @dataclass
@@ -45,6 +48,8 @@ class RunRecord:
     ablation: Table | None = None  # ablation/ablation.csv: step, epoch, stage, block, ...
     ablation_auc: Table | None = None  # ablation/auc.csv: step, epoch, stage, ..., auc_top1
     linearity: dict[str, Table] = field(default_factory=dict)  # linearity/<probe>.csv
+    # robustness/<table>.csv by ROBUSTNESS_TABLES name; a table the run lacks is absent
+    robustness: dict[str, Table] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -99,10 +104,22 @@ def linearity_tables(run: Run, bn_stats: str = "running") -> dict[str, Table]:
     return {probe: table for probe, table in tables.items() if table is not None}
 
 
+def robustness_tables(
+    run: Run, settings: RobustnessConfig | None = None, bn_stats: str = "running"
+) -> dict[str, Table]:
+    """The tables of analysis=robustness measured with these settings (None: the defaults;
+    other settings store apart, see analysis/robustness/) that the run has, by name."""
+    settings = settings or OmegaConf.structured(RobustnessConfig)
+    folder = robustness_folder(run.path, settings, bn_stats)
+    tables = {name: read_table(folder / f"{name}.csv") for name in ROBUSTNESS_TABLES}
+    return {name: table for name, table in tables.items() if table is not None}
+
+
 def load_record(path: Path, analysis: AnalysisConfig | None = None) -> RunRecord:
     """One run as the report sees it. The analyses' tables are those measured with the
-    command's `analysis` settings (ablation settings, BatchNorm statistics, class token), the
-    defaults' when None; selectivity comes with stored and with re-estimated statistics."""
+    command's `analysis` settings (ablation and robustness settings, BatchNorm statistics, class
+    token), the defaults' when None; selectivity comes with stored and with re-estimated
+    statistics."""
     run = Run(path)
     info = run.info
     analysis = analysis or OmegaConf.structured(AnalysisConfig)
@@ -124,6 +141,7 @@ def load_record(path: Path, analysis: AnalysisConfig | None = None) -> RunRecord
         ablation=ablation,
         ablation_auc=ablation_auc,
         linearity=linearity_tables(run, bn),
+        robustness=robustness_tables(run, analysis.robustness, bn),
     )
 
 
@@ -153,10 +171,30 @@ def table_curve(table: Table | None, value: str, x: str = "epoch", **where: Any)
     return Curve(xs, sums / np.bincount(inverse))
 
 
-def metric_curve(record: RunRecord, key: str) -> Curve | None:
-    """A `metrics.jsonl` key against the epoch (rows without it, e.g. train loss at step 0,
-    are left out)."""
+def metric_curve(record: RunRecord, key: str, x: str = "epoch") -> Curve | None:
+    """A `metrics.jsonl` key against the epoch, or the step (rows without it, e.g. train loss at
+    step 0, are left out)."""
     rows = [row for row in record.metrics if row.get(key) is not None]
     if not rows:
         return None
-    return Curve(np.array([row["epoch"] for row in rows]), np.array([row[key] for row in rows]))
+    return Curve(np.array([row[x] for row in rows]), np.array([row[key] for row in rows]))
+
+
+def network_si(record: RunRecord) -> Curve | None:
+    """The network-mean SI against the step: analysis=selectivity's stage `all` where the run
+    has it, else the `si/mean` its training logged at each evaluation (the same mean of the
+    stage means, selectivity/index.py)."""
+    return table_curve(record.selectivity, "si", x="step", stage="all") or metric_curve(
+        record, "si/mean", x="step"
+    )
+
+
+def robustness_si(record: RunRecord) -> Curve | None:
+    """The network-mean SI at each snapshot analysis=robustness measured, against its epoch as
+    the robustness tables write it (snapshots are matched by step: epochs are rounded in CSV).
+    None when no such snapshot has an SI."""
+    summary, si = record.robustness.get("summary"), network_si(record)
+    if summary is None or si is None:
+        return None
+    _, rows, points = np.intersect1d(summary["step"], si.x, return_indices=True)
+    return Curve(summary["epoch"][rows], si.y[points]) if len(rows) else None

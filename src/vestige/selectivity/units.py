@@ -205,6 +205,14 @@ def record_unit_states(
     return _recording(model, layers, lambda output, layer: output.detach() > 0)
 
 
+def record_layer_outputs(
+    model: nn.Module, layers: Sequence[UnitLayer]
+) -> AbstractContextManager[dict[str, Tensor]]:
+    """Like `record_unit_activations`, but keeps each layer's whole output, detached and
+    flattened per image (B, elements): the representation itself, not its units' means."""
+    return _recording(model, layers, lambda output, layer: output.detach().flatten(1))
+
+
 @contextmanager
 def _recording(
     model: nn.Module,

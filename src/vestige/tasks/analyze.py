@@ -1,16 +1,15 @@
-"""task=analyze: run one analysis over the chosen snapshots of a run, resumably."""
+"""task=analyze: run one analysis over the chosen snapshots of a run, resumably; its summary
+values then go to the run's experiment trackers (tasks/trackers.py)."""
 
 from __future__ import annotations
 
 import logging
 
-from torch.utils.data import DataLoader
-
 from vestige.analysis import ANALYSES
 from vestige.analysis.base import AnalysisContext, check_analysis
 from vestige.analysis.batchnorm import estimation_batches
 from vestige.config import RunConfig
-from vestige.data import build_datasets, unaugmented_training_split
+from vestige.data import build_datasets, image_loader, unaugmented_training_split
 from vestige.distributed import select_device
 from vestige.errors import ConfigError, DamagedFile, invalid
 from vestige.report.run_figures import RUN_FIGURES
@@ -18,6 +17,7 @@ from vestige.results import load_run
 from vestige.rundir import RunDir, analysed_run
 from vestige.seeding import derive_seed
 from vestige.step import Clock
+from vestige.tasks.trackers import log_analysis
 from vestige.train.progress import Countdown
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ def analyze(cfg: RunConfig) -> None:
     data = run.config.data
     splits = build_datasets(data, derive_seed(run.config.seed, "augment", scheme="sha256"))
     device = select_device(cfg.device)
-    loader = DataLoader(splits.eval, cfg.analysis.batch_size, num_workers=data.num_workers)
+    loader = image_loader(
+        splits.eval, device, batch_size=cfg.analysis.batch_size, num_workers=data.num_workers
+    )
     snapshots = run.snapshots
     if cfg.analysis.snapshots:
         clock = Clock(run.info["iterations_per_epoch"], snapshots[-1].step)
@@ -62,8 +64,11 @@ def analyze(cfg: RunConfig) -> None:
             cfg.analysis.bn_images,
             run.config.trainer.batch_size,
             data.num_workers,
+            device,
         )
-    ctx = AnalysisContext(run, cfg, device, loader, splits.num_classes, snapshots, bn_batches)
+    ctx = AnalysisContext(
+        run, cfg, device, loader, splits.num_classes, splits.normalise, snapshots, bn_batches
+    )
     analysis = ANALYSES[cfg.analysis.name](ctx)
     done = analysis.done_steps()
     todo = [s for s in snapshots if s.step not in done]
@@ -90,4 +95,5 @@ def analyze(cfg: RunConfig) -> None:
     analysis.finish()
     if (draw := RUN_FIGURES.get(cfg.analysis.name)) is not None:
         draw(analysis.folder, run.path.name)
+    log_analysis(cfg, run, cfg.analysis.name, analysis.folder)
     print(f"{cfg.analysis.name}: done; results in {run.path}")

@@ -3,7 +3,7 @@ the code that owns it, and this is the one place that composes those checks for 
 
 from __future__ import annotations
 
-from vestige import data, models
+from vestige import data, models, tracking
 from vestige.config import TASKS, RunConfig, describe_keys, unknown_key
 from vestige.distributed import check_device
 from vestige.errors import ConfigError, invalid
@@ -27,6 +27,8 @@ def check(cfg: RunConfig, world_size: int = 1, here: bool = True) -> None:
         raise invalid("task", cfg.task, f"choose one of {', '.join(TASKS)}")
     if cfg.task == "train":
         check_train(cfg)
+    if cfg.task in ("train", "analyze", "report"):
+        tracking.check(cfg.logger)
     if cfg.task == "analyze":
         check_analyze(cfg)
     if cfg.task == "collect":

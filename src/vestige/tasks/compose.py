@@ -73,11 +73,13 @@ def sweep_overrides(command_line: list[str], multirun: bool) -> list[str]:
 
 
 def check_group_choices(point: list[str]) -> None:
-    """`model=resnet19` -> one line listing the options that exist in conf/model/."""
+    """`model=resnet19` -> one line listing the options that exist in conf/model/; a list of
+    choices (`logger=[tensorboard,mlflow]`) is checked choice by choice."""
     for override in point:
         key, _, value = override.lstrip("+~").partition("=")
         group = CONF_DIR / key.split("@")[0]
-        if "." in key or not group.is_dir() or (group / f"{value}.yaml").exists():
+        chosen = value.removeprefix("[").removesuffix("]").split(",")
+        if "." in key or not group.is_dir() or all((group / f"{c}.yaml").exists() for c in chosen):
             continue
         options = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))
         raise ConfigError(f"{key}={value!r} is invalid: choose one of {', '.join(options)}")

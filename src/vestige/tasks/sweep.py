@@ -68,9 +68,10 @@ SWEEP_FOLDER = "VESTIGE_SWEEP_FOLDER"
 
 
 def sweep_of_this_job() -> SweepDir | None:
-    """The sweep this job is a point of, or None for a single run."""
+    """The sweep this job is a point of, or None for a single run (or outside Hydra: a
+    benchmark, a notebook)."""
     folder = os.environ.get(SWEEP_FOLDER)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     return SweepDir(folder) if multirun and folder else None
 
 

@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from vestige.io import atomic_write_json, atomic_write_text
 from vestige.launch.signals import StopRequest
 from vestige.rundir import (
     RunDir,
+    SweepDir,
     check_same_run,
     identity,
     read_metrics,
@@ -37,6 +39,9 @@ from vestige.rundir import (
 )
 from vestige.selectivity.observer import SelectivityObserver
 from vestige.selectivity.regularizer import SelectivityRegularizer
+from vestige.tasks.compose import parse_overrides
+from vestige.tasks.sweep import sweep_of_this_job
+from vestige.tracking import TrackedRun, Tracking, build_tracking
 from vestige.train.loop import Preempted, Training, TrainingDiverged
 from vestige.train.plugins import Observer, Regularizer
 from vestige.train.progress import Reporter, print_summary
@@ -46,6 +51,60 @@ log = logging.getLogger("vestige")
 
 def build_observers(cfg: RunConfig, run: RunDir) -> list[Observer]:
     return [SelectivityObserver(cfg.selectivity, run.path)] if cfg.selectivity.enabled else []
+
+
+def varying_settings(sweep: SweepDir, run: Path) -> dict[str, str]:
+    """This point's values of the settings that differ between its sweep's points: what a
+    tracker's comparison of the points is by."""
+    points = {
+        point: {o.get_key_element(): o.get_value_element_as_str() for o in parse_overrides(given)}
+        for point, given in sweep.runs()
+        if given is not None
+    }
+    mine = points.get(run, {})
+    return {k: v for k, v in mine.items() if len({p.get(k) for p in points.values()}) > 1}
+
+
+def tracked_run(
+    cfg: RunConfig, run: RunDir, sweep: tuple[str | None, dict[str, str]] | None = None
+) -> TrackedRun:
+    """What the trackers are told about this run. A point of a sweep names the sweep, so that
+    its points are grouped: `sweep` is (its name, this point's varying settings), by default
+    those of this job's sweep (the record tasks/sweep.py keeps)."""
+    directory = run.path.resolve()
+    if sweep is None:
+        job = sweep_of_this_job()
+        sweep = (job.path.name, varying_settings(job, directory)) if job else (None, {})
+    return TrackedRun(
+        name=directory.name,
+        directory=directory,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        run_hash=run_hash(cfg),
+        identity=identity(cfg),
+        outputs=Path(cfg.outputs).expanduser(),
+        sweep=sweep[0],
+        varying=sweep[1],
+        history=lambda: read_metrics(run.metrics),
+        state=run.tracking,
+    )
+
+
+@contextmanager
+def tracked(tracking: Tracking | None) -> Iterator[None]:
+    """The trackers' runs end as the training does: finished; killed when it is stopped (it
+    continues later); failed when it diverges or crashes."""
+    if tracking is None:
+        yield
+        return
+    try:
+        yield
+    except (Preempted, KeyboardInterrupt):
+        tracking.finish("killed")
+        raise
+    except BaseException:
+        tracking.finish("failed")
+        raise
+    tracking.finish("finished")
 
 
 def build_regularizers(cfg: RunConfig) -> list[Regularizer]:
@@ -204,11 +263,13 @@ def train(cfg: RunConfig) -> None:
     with stop.installed(), run.exclusive() if main else nullcontext():
         fresh = not run.info.exists()
         regularizers = build_regularizers(cfg)
+        # only rank 0 logs: the other ranks have no trackers at all
+        tracking = build_tracking(cfg.logger, tracked_run(cfg, run)) if main else None
         try:
             training = Training(
                 cfg,
                 run,
-                build_observers(cfg, run),
+                [*build_observers(cfg, run), *([tracking] if tracking else [])],
                 regularizers,
                 Reporter(cfg.trainer.progress, enabled=main),
                 should_stop=stop.requested,
@@ -228,7 +289,8 @@ def train(cfg: RunConfig) -> None:
             training.world,
         )
         try:
-            rows = training.run()
+            with tracked(tracking):
+                rows = training.run()
         except TrainingDiverged as err:
             if main:
                 run.update_info(status="diverged")

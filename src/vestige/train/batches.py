@@ -3,7 +3,8 @@
 Training batches come from torch's DistributedSampler (also with one rank) seeded from the run's
 seed, batched, and started at any batch of the epoch: a resumed run skips the batches it already
 saw without loading them. Evaluation shards the split into contiguous, non-overlapping pieces, so
-all-reduced sums equal a single process's.
+all-reduced sums equal a single process's. Both loaders are made by `data.image_loader`, so a
+split read with data.decode=gpu arrives decoded on this rank's device.
 
 The global batch of a step is the same set of images whatever the world size W. The permutation
 of an epoch depends only on (seed, epoch); rank r takes its positions r, r + W, r + 2W, ... and
@@ -19,8 +20,9 @@ import itertools
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import BatchSampler, Dataset, DistributedSampler, Sampler, Subset
 
+from vestige.data import ImageLoader, image_loader
 from vestige.errors import ConfigError
 
 
@@ -46,14 +48,23 @@ class EpochBatches(Sampler[list[int]]):
 
 
 def train_loader(
-    dataset: Dataset, batch_size: int, seed: int, rank: int, world: int, workers: int, pin: bool
-) -> tuple[DataLoader, EpochBatches]:
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    rank: int,
+    world: int,
+    workers: int,
+    device: torch.device,
+) -> tuple[ImageLoader, EpochBatches]:
+    """This rank's training batches; `device`: the rank's, where a split read with
+    data.decode=gpu is decoded (on a GPU, other batches come in pinned memory)."""
     batches = EpochBatches(dataset, batch_size, seed, rank, world)
-    loader = DataLoader(
+    loader = image_loader(
         dataset,
+        device,
         batch_sampler=batches,
         num_workers=workers,
-        pin_memory=pin,
+        pin_memory=device.type == "cuda",
         generator=own_generator(seed),
     )
     return loader, batches
@@ -67,8 +78,8 @@ def own_generator(seed: int) -> torch.Generator:
 
 
 def eval_loader(
-    dataset: Dataset, batch_size: int, rank: int, world: int, workers: int, pin: bool
-) -> DataLoader:
+    dataset: Dataset, batch_size: int, rank: int, world: int, workers: int, device: torch.device
+) -> ImageLoader:
     n = len(dataset)
     if n < world:
         raise ConfigError(
@@ -76,11 +87,12 @@ def eval_loader(
             "needs at least one; use more evaluation data or fewer ranks"
         )
     shard = Subset(dataset, range(n * rank // world, n * (rank + 1) // world))
-    return DataLoader(
+    return image_loader(
         shard,
+        device,
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        pin_memory=pin,
+        pin_memory=device.type == "cuda",
         generator=own_generator(0),
     )

@@ -13,6 +13,7 @@ from vestige.train.optim import OPTIMIZERS, SCHEDULES
 
 PRECISIONS = ("auto", "bf16", "fp32")
 PROGRESS = ("auto", "rich", "plain", "none")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def check_training(cfg: RunConfig, world_size: int) -> None:
@@ -48,6 +49,8 @@ def check_training(cfg: RunConfig, world_size: int) -> None:
 
 
 def _check_trainer(t: TrainerConfig, world_size: int) -> None:
+    if t.compile not in COMPILE_MODES:
+        raise invalid("trainer.compile", t.compile, f"choose {', '.join(COMPILE_MODES)}")
     if t.epochs <= 0:
         raise invalid("trainer.epochs", t.epochs, "train for at least 1 epoch")
     if t.batch_size <= 0:

@@ -38,7 +38,7 @@ from vestige.train.batches import eval_loader, train_loader
 from vestige.train.evaluate import evaluate
 from vestige.train.initialization import initial_weights
 from vestige.train.optim import build_optimizer, build_scheduler
-from vestige.train.plugins import Observer, Regularizer
+from vestige.train.plugins import Observer, Regularizer, RowSink
 from vestige.train.progress import Reporter
 from vestige.train.writer import CheckpointWriter
 
@@ -213,10 +213,10 @@ class Training:
             self.rank,
             self.world,
             workers,
-            cuda,
+            self.device,
         )
         self.eval_loader = eval_loader(
-            splits.eval, t.eval_batch_size, self.rank, self.world, workers, cuda
+            splits.eval, t.eval_batch_size, self.rank, self.world, workers, self.device
         )
         self.iterations_per_epoch = len(self.batches)
         if self.iterations_per_epoch == 0:
@@ -231,9 +231,7 @@ class Training:
         self.scheduler = build_scheduler(cfg.sched, self.optimizer, clock)
         self.snapshot_steps = set(clock.schedule(cfg.checkpoint.snapshots)) | {self.total}
         self.forkable_steps = set(clock.schedule(cfg.checkpoint.forkable))
-        self.resume_steps = (
-            self.snapshot_steps | self.forkable_steps | set(range(ipe, self.total + 1, ipe))
-        )
+        self.resume_steps = self.forkable_steps | {self.total}
         if cfg.checkpoint.resume_every:
             every = clock.iterations(cfg.checkpoint.resume_every)
             self.resume_steps |= set(range(every, self.total + 1, every)) if every > 0 else set()
@@ -243,6 +241,12 @@ class Training:
             DistributedDataParallel(model, device_ids=[self.device] if cuda else None)
             if self.world > 1
             else model
+        )
+        # the training step's forward (and so its backward); evaluations call the eager model
+        self.train_forward: Callable[[torch.Tensor], torch.Tensor] = (
+            self.ddp_model
+            if t.compile == "off"
+            else torch.compile(self.ddp_model, mode=t.compile)
         )
 
     # -- resume ------------------------------------------------------------------------------
@@ -378,7 +382,7 @@ class Training:
             sync = nullcontext() if last or self.world == 1 else self.ddp_model.no_sync()
             with sync:
                 with precision.autocast(self.device, self.autocast):
-                    logits = self.ddp_model(x)
+                    logits = self.train_forward(x)
                     cross_entropy = F.cross_entropy(
                         logits.float(), y_loss, label_smoothing=self.cfg.trainer.label_smoothing
                     )
@@ -468,6 +472,9 @@ class Training:
             row.update(observer.on_evaluation(self.step, epoch, probe))
         if distributed.is_main():
             metrics.append_row(self.run_dir.metrics, row)
+            for sink in self.observers:
+                if isinstance(sink, RowSink):
+                    sink.on_row(row)
         self.reporter.row(row)
         self.sums = RunningSums(self.device)
 

@@ -1,7 +1,8 @@
 """The loop's two plug-in points, after composer's split of algorithms and callbacks.
 
 A `Regularizer` changes the training state: it adds a term to the loss. An `Observer` only
-measures: it may attach a probe to each evaluation pass and adds numbers to the metrics row.
+measures: it may attach a probe to each evaluation pass and adds numbers to the metrics row; one
+that is also a `RowSink` is handed the finished row.
 The loop calls these interfaces and knows nothing about what is behind them.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -47,6 +48,15 @@ class Observer(Protocol):
         """A run (directory `child`) starting from the state of run `parent` at `step` (a fork,
         a shared prefix): carry over what the observer needs of the parent's files besides the
         step-named ones, which train/fork.py links already (rank 0 only)."""
+
+
+@runtime_checkable
+class RowSink(Protocol):
+    """An observer that also wants each whole metrics row (an experiment tracker: the row holds
+    the loop's own numbers and every observer's); the loop calls it on rank 0, in step order,
+    once the row is in metrics.jsonl."""
+
+    def on_row(self, row: dict[str, Any]) -> None: ...
 
 
 class Regularizer(Protocol):

@@ -22,7 +22,6 @@ Columns are described in docs/outputs.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from vestige.analysis.ablation.ablate import ablatable, sweep
 from vestige.analysis.ablation.plan import (
@@ -40,15 +39,14 @@ from vestige.analysis.ablation.plan import (
     auc_rows,
     plan_stage,
 )
-from vestige.analysis.base import AnalysisContext
-from vestige.config import AblationConfig, RunConfig, flatten, identity_settings, in_identity
+from vestige.analysis.base import AnalysisContext, settings_results_folder
+from vestige.config import AblationConfig, RunConfig, flatten, in_identity
+from vestige.data import ImageLoader, image_loader
 from vestige.errors import ConfigError, failing
 from vestige.io import (
     atomic_write_json,
     atomic_write_text,
     read_rows,
-    settings_folder,
-    short_hash,
     step_file,
     step_files,
     table_text,
@@ -72,12 +70,7 @@ def identity_settings_of(settings: AblationConfig, bn_stats: str = "running") ->
 
 def results_folder(run_path: Path, settings: AblationConfig, bn_stats: str = "running") -> Path:
     """`ablation/` for the default settings, `ablation-<hash of the others>/` otherwise."""
-    flat = flatten(OmegaConf.to_container(OmegaConf.create(settings)))
-    differs = identity_settings(flat, AblationConfig)
-    if bn_stats != "running":
-        differs["bn_stats"] = bn_stats
-    digest = short_hash(json.dumps(differs, sort_keys=True), 8) if differs else ""
-    return settings_folder(run_path, RESULTS, digest)
+    return settings_results_folder(run_path, RESULTS, settings, bn_stats)
 
 
 class AblationAnalysis:
@@ -127,7 +120,8 @@ class AblationAnalysis:
         self.stages = [s for s in every if s in (self.settings.stages or every)]
         self.rank_loader, self.eval_loader = ctx.eval_loader, ctx.eval_loader
         if self.settings.split == "heldout":
-            self.rank_loader, self.eval_loader = (_half(ctx.eval_loader, first) for first in (0, 1))
+            halves = (_half(ctx.eval_loader, first, ctx.device) for first in (0, 1))
+            self.rank_loader, self.eval_loader = halves
 
     def _file(self, step: int, stage: str) -> Path:
         return step_file(self.folder, step, f"-{stage}.csv")
@@ -227,10 +221,12 @@ def _stored_ranking(
     return UnitRanking(si, preferred, None)
 
 
-def _half(loader: DataLoader, first: int) -> DataLoader:
+def _half(loader: ImageLoader, first: int, device: torch.device) -> ImageLoader:
     """The even- (first=0) or odd-numbered (first=1) images of the loader's dataset."""
     half = Subset(loader.dataset, range(first, len(loader.dataset), 2))
-    return DataLoader(half, loader.batch_size, num_workers=loader.num_workers)
+    return image_loader(
+        half, device, batch_size=loader.batch_size, num_workers=loader.num_workers
+    )
 
 
 def _progress_numbers(stage: str, table: list[dict[str, Any]]) -> dict[str, float]:

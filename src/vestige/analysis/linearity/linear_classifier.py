@@ -16,8 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
+from vestige.data import image_loader
 from vestige.io import atomic_write_bytes
 
 
@@ -49,15 +50,16 @@ def train_linear_classifier(
     if settings.train_images is not None and settings.train_images < len(dataset):
         chosen = torch.randperm(len(dataset), generator=generator)[: settings.train_images]
         dataset = Subset(dataset, chosen.tolist())
-    loader = DataLoader(
+    loader = image_loader(
         dataset,
-        settings.batch_size,
+        device,
+        batch_size=settings.batch_size,
         shuffle=True,
         generator=generator,
         num_workers=num_workers,
     )
-    image, _ = dataset[0]
-    model = nn.Linear(image.numel(), num_classes).to(device)
+    first, _ = next(iter(image_loader(Subset(dataset, [0]), device, batch_size=1)))
+    model = nn.Linear(first[0].numel(), num_classes).to(device)
     nn.init.zeros_(model.weight)
     nn.init.zeros_(model.bias)
     optimiser = torch.optim.AdamW(
