@@ -182,7 +182,7 @@ def test_pixel_space_gives_the_network_what_the_data_pipeline_gives() -> None:
     normalise = Normalise(mean, std, channels=3)
     loaded = torch.stack([normalise(image) for image in grey])
     model = conv_net()
-    wrapper = PixelSpace(model, mean, std, channels=3)
+    wrapper = PixelSpace(model, Normalise(mean, std, channels=3))
     assert torch.equal(wrapper.normalise(grey.float() / 255), loaded)
     assert torch.equal(wrapper(grey.float() / 255), model(loaded))
     recovered = wrapper.pixels(loaded)
@@ -194,7 +194,7 @@ def test_pixel_space_recovers_colour_pixels() -> None:
     mean, std = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
     images = pixels()
     loaded = torch.stack([Normalise(mean, std, channels=3)(image) for image in images])
-    wrapper = PixelSpace(conv_net(), mean, std, channels=3)
+    wrapper = PixelSpace(conv_net(), Normalise(mean, std, channels=3))
     assert torch.equal(wrapper.normalise(images), loaded)
     torch.testing.assert_close(wrapper.pixels(loaded), images, rtol=0, atol=1e-6)
 

@@ -36,12 +36,10 @@ class PixelSpace(nn.Module):
     """`model` on pixel images in [0, 1]: the data pipeline's own `Normalise` in front of it, so
     the network gets bitwise its usual input, and the way back from a normalised batch."""
 
-    def __init__(
-        self, model: nn.Module, mean: Sequence[float], std: Sequence[float], channels: int
-    ) -> None:
+    def __init__(self, model: nn.Module, normalise: Normalise) -> None:
         super().__init__()
         self.model = model
-        self.normalise = Normalise(mean, std, channels)
+        self.normalise = normalise
 
     def pixels(self, normalised: Tensor) -> Tensor:
         """The pixel images of a normalised eval batch (repeated grey channels dropped), clipped

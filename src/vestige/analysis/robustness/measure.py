@@ -194,8 +194,7 @@ def measure_robustness(
     """All of one snapshot's numbers (model in eval mode on the device), in exact fp32.
     `layers`: the block whose output each stage's change is measured at."""
     model.requires_grad_(False)  # attacks need gradients in the images only
-    mean, std = normalise.mean.flatten().tolist(), normalise.std.flatten().tolist()
-    forward = PixelSpace(model, mean, std, normalise.channels)
+    forward = PixelSpace(model, normalise)
     with full_precision():
         result = corruption_accuracy(forward, loader, device, settings)
         if settings.attacks:
